@@ -1,0 +1,47 @@
+"""Run code snippets in interchangeable run environments behind one interface."""
+
+from __future__ import annotations
+
+from ._errors import (
+    EnvironmentUnavailableError,
+    ExecutionFailed,
+    InvalidOptionsError,
+    LanguageUnavailableError,
+    RunEnvironmentError,
+    SpawnError,
+    UnknownEnvironmentError,
+    UnknownLanguageError,
+)
+from ._languages import LANGUAGES, Language, get_language, language_for_path, language_names
+from ._models import CompileResult, ExecutionOptions, ExecutionResult
+from ._registry import create_environment, environment_names, get_environment_class
+from ._sync import SyncRunEnvironment
+from .environments.base import EnvironmentStatus, LanguageSupport, RunEnvironment
+from .environments.local import LocalRunEnvironment
+
+__all__ = [
+    "LANGUAGES",
+    "CompileResult",
+    "EnvironmentStatus",
+    "EnvironmentUnavailableError",
+    "ExecutionFailed",
+    "ExecutionOptions",
+    "ExecutionResult",
+    "InvalidOptionsError",
+    "Language",
+    "LanguageSupport",
+    "LanguageUnavailableError",
+    "LocalRunEnvironment",
+    "RunEnvironment",
+    "RunEnvironmentError",
+    "SpawnError",
+    "SyncRunEnvironment",
+    "UnknownEnvironmentError",
+    "UnknownLanguageError",
+    "create_environment",
+    "environment_names",
+    "get_environment_class",
+    "get_language",
+    "language_for_path",
+    "language_names",
+]

@@ -1,0 +1,237 @@
+"""The language table: one frozen row per language, and how a row becomes commands.
+
+Argument templates may use ``{file}`` (the code file), ``{dir}`` (the workspace), ``{exe}``
+(the compiled program) and, as the program, ``{python}`` (the interpreter running this
+package). The first alternative whose program is found is used.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+from ._errors import UnknownLanguageError
+
+Argv = tuple[str, ...]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Language:
+    """One row of the language table.
+
+    :param name: the canonical name.
+    :param suffix: the code file's suffix.
+    :param run: alternative argv templates that run the code; the first found is used.
+    :param compile: alternative argv templates that compile it, for compiled languages.
+    :param aliases: other names accepted for the language.
+    :param filename: a fixed code file name, where the toolchain needs one.
+    :param stream_env: variables set when output is streamed, so it is not held in buffers.
+    :param install: what to install when no alternative is found.
+    """
+
+    name: str
+    suffix: str
+    run: tuple[Argv, ...]
+    compile: tuple[Argv, ...] = ()
+    aliases: tuple[str, ...] = ()
+    filename: str | None = None
+    stream_env: Mapping[str, str] = field(default_factory=dict)
+    install: str = ""
+
+    @property
+    def code_filename(self) -> str:
+        """The name of the code file in the workspace."""
+        return self.filename or f"main{self.suffix}"
+
+    @property
+    def compiled(self) -> bool:
+        """Whether the language has a separate compile step."""
+        return bool(self.compile)
+
+
+_TS_NODE: Argv = ("ts-node", "--transpile-only", "-O", '{{"module":"commonjs"}}', "{file}")
+
+LANGUAGES: tuple[Language, ...] = (
+    Language(
+        name="python",
+        aliases=("python3", "py"),
+        suffix=".py",
+        run=(("{python}", "{file}"), ("python3", "{file}")),
+        stream_env={"PYTHONUNBUFFERED": "1"},
+        install="python3 (apt-get install python3)",
+    ),
+    Language(
+        name="javascript",
+        aliases=("node", "nodejs", "js"),
+        suffix=".js",
+        run=(("node", "{file}"),),
+        install="node (apt-get install nodejs)",
+    ),
+    Language(
+        name="typescript",
+        aliases=("ts", "ts-node", "tsx"),
+        suffix=".ts",
+        run=(("tsx", "{file}"), _TS_NODE),
+        install="tsx or ts-node (npm install -g tsx, or npm install -g typescript@5 ts-node)",
+    ),
+    Language(
+        name="bash",
+        aliases=("sh", "shell"),
+        suffix=".sh",
+        run=(("bash", "{file}"),),
+        install="bash (apt-get install bash)",
+    ),
+    Language(
+        name="ruby",
+        aliases=("rb",),
+        suffix=".rb",
+        run=(("ruby", "{file}"),),
+        install="ruby (apt-get install ruby)",
+    ),
+    Language(
+        name="perl",
+        aliases=("pl",),
+        suffix=".pl",
+        run=(("perl", "{file}"),),
+        install="perl (apt-get install perl)",
+    ),
+    Language(
+        name="php",
+        suffix=".php",
+        run=(("php", "{file}"),),
+        install="php (apt-get install php-cli)",
+    ),
+    Language(
+        name="lua",
+        suffix=".lua",
+        run=(("lua", "{file}"), ("lua5.4", "{file}"), ("lua5.3", "{file}")),
+        install="lua (apt-get install lua5.4)",
+    ),
+    Language(
+        name="c",
+        suffix=".c",
+        compile=(
+            ("gcc", "-O2", "-o", "{exe}", "{file}", "-lm"),
+            ("cc", "-O2", "-o", "{exe}", "{file}", "-lm"),
+        ),
+        run=(("{exe}",),),
+        install="a C compiler (apt-get install gcc)",
+    ),
+    Language(
+        name="cpp",
+        aliases=("c++", "cxx"),
+        suffix=".cpp",
+        compile=(
+            ("g++", "-O2", "-std=c++17", "-o", "{exe}", "{file}"),
+            ("c++", "-O2", "-std=c++17", "-o", "{exe}", "{file}"),
+        ),
+        run=(("{exe}",),),
+        install="a C++ compiler (apt-get install g++)",
+    ),
+    Language(
+        name="go",
+        aliases=("golang",),
+        suffix=".go",
+        compile=(("go", "build", "-o", "{exe}", "{file}"),),
+        run=(("{exe}",),),
+        install="go (apt-get install golang-go)",
+    ),
+    Language(
+        name="rust",
+        aliases=("rs",),
+        suffix=".rs",
+        compile=(("rustc", "-O", "--edition", "2021", "-o", "{exe}", "{file}"),),
+        run=(("{exe}",),),
+        install="rustc (apt-get install rustc, or rustup)",
+    ),
+    Language(
+        name="java",
+        suffix=".java",
+        filename="Main.java",
+        compile=(("javac", "-d", "{dir}", "{file}"),),
+        run=(("java", "-cp", "{dir}", "Main"),),
+        install="a JDK (apt-get install default-jdk)",
+    ),
+)
+
+_BY_NAME: dict[str, Language] = {
+    key: lang for lang in LANGUAGES for key in (lang.name, *lang.aliases)
+}
+
+
+def language_names() -> list[str]:
+    """The canonical names of all languages, in table order."""
+    return [lang.name for lang in LANGUAGES]
+
+
+def get_language(name: str) -> Language:
+    """Look a language up by name or alias, ignoring case.
+
+    :raises UnknownLanguageError: naming the supported languages.
+    """
+    try:
+        return _BY_NAME[name.lower()]
+    except KeyError:
+        raise UnknownLanguageError(name, language_names()) from None
+
+
+def language_for_path(path: str) -> Language:
+    """The language whose code file suffix ``path`` has.
+
+    :raises UnknownLanguageError: if no language uses that suffix.
+    """
+    for lang in LANGUAGES:
+        if path.endswith(lang.suffix):
+            return lang
+    raise UnknownLanguageError(path.rsplit("/", 1)[-1], language_names())
+
+
+@dataclass(frozen=True)
+class Toolchain:
+    """A language with its argv templates resolved to programs that exist."""
+
+    language: Language
+    run: Argv
+    compile: Argv | None = None
+
+    def commands(self, directory: str) -> tuple[list[str] | None, list[str]]:
+        """The compile argv (or None) and the run argv for a workspace at ``directory``."""
+        values = {
+            "file": f"{directory}/{self.language.code_filename}",
+            "dir": directory,
+            "exe": f"{directory}/main",
+        }
+        compile_argv = [a.format(**values) for a in self.compile] if self.compile else None
+        return compile_argv, [a.format(**values) for a in self.run]
+
+
+Which = Callable[[str], str | None]
+
+
+def _first_found(alternatives: tuple[Argv, ...], which: Which) -> Argv | None:
+    for argv in alternatives:
+        program = argv[0]
+        if program == "{python}":
+            found: str | None = sys.executable or which("python3")
+        elif program.startswith("{"):
+            return argv
+        else:
+            found = which(program)
+        if found:
+            return (found, *argv[1:])
+    return None
+
+
+def resolve(language: Language, which: Which) -> Toolchain | str:
+    """Resolve ``language`` with ``which`` (program name -> path or None).
+
+    :returns: a :class:`Toolchain`, or a message saying what is missing.
+    """
+    compile_argv = _first_found(language.compile, which) if language.compile else None
+    run_argv = _first_found(language.run, which)
+    if (language.compile and compile_argv is None) or run_argv is None:
+        wanted = language.compile if language.compile else language.run
+        names = " or ".join(dict.fromkeys(a[0] for a in wanted))
+        return f"{names} not found; install {language.install}"
+    return Toolchain(language, run_argv, compile_argv)

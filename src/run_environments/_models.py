@@ -1,0 +1,191 @@
+"""Options in, results out: the values every environment speaks."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import posixpath
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ._errors import ExecutionFailed, InvalidOptionsError
+
+OutputCallback = Callable[[str], Awaitable[None] | None]
+"""Receives output text as it arrives; it may be a plain function or a coroutine function."""
+
+DEFAULT_TIMEOUT = 30.0
+DEFAULT_COMPILE_TIMEOUT = 60.0
+DEFAULT_MAX_OUTPUT_BYTES = 1 << 20
+
+
+def _check_str_map(name: str, value: Mapping[str, str]) -> dict[str, str]:
+    result = dict(value)
+    for key, item in result.items():
+        if not isinstance(key, str) or not isinstance(item, str):
+            raise InvalidOptionsError(f"{name} must map str to str, got {key!r}: {item!r}")
+        if not key or "=" in key or "\0" in key or "\0" in item:
+            raise InvalidOptionsError(f"{name} has an invalid variable {key!r}")
+    return result
+
+
+def check_relative_path(path: str) -> str:
+    """Return ``path`` normalised, or raise if it could leave the working directory."""
+    if not isinstance(path, str) or not path or "\0" in path:
+        raise InvalidOptionsError(f"invalid file path {path!r}")
+    if path.startswith("/") or ".." in path.split("/"):
+        raise InvalidOptionsError(
+            f"file path {path!r} must be relative and stay inside the working directory"
+        )
+    normal = posixpath.normpath(path)
+    if normal in (".", ""):
+        raise InvalidOptionsError(f"file path {path!r} names the working directory itself")
+    return normal
+
+
+def _check_files(value: Mapping[str, str | bytes]) -> dict[str, str | bytes]:
+    files: dict[str, str | bytes] = {}
+    for path, content in dict(value).items():
+        if not isinstance(content, str | bytes):
+            raise InvalidOptionsError(f"content of file {path!r} must be str or bytes")
+        files[check_relative_path(path)] = content
+    return files
+
+
+def _check_seconds(name: str, value: float | None) -> None:
+    if value is None:
+        return
+    if not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
+        raise InvalidOptionsError(f"{name} must be a positive number of seconds, got {value!r}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExecutionOptions:
+    """How to run one piece of code.
+
+    :param language: a language name or alias from the language table.
+    :param timeout: wall-clock limit of the run, in seconds.
+    :param cwd: working directory; a relative path is taken inside the run's private
+        workspace (and created), an absolute one is used as it is where the environment allows.
+    :param env: extra environment variables for the program.
+    :param stdin: text or bytes fed to the program's standard input.
+    :param args: program arguments.
+    :param files: relative path -> content, written into the workspace before the run.
+    :param max_output_bytes: the most kept of each of stdout and stderr; a program that writes
+        more is stopped and the result says the stream was truncated.
+    :param compile_timeout: wall-clock limit of the compile step of compiled languages.
+    :param on_stdout: called with stdout text as it arrives.
+    :param on_stderr: called with stderr text as it arrives.
+    """
+
+    language: str = "python"
+    timeout: float = DEFAULT_TIMEOUT
+    cwd: str | None = None
+    env: Mapping[str, str] = field(default_factory=dict)
+    stdin: str | bytes | None = None
+    args: Sequence[str] = ()
+    files: Mapping[str, str | bytes] = field(default_factory=dict)
+    max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES
+    compile_timeout: float = DEFAULT_COMPILE_TIMEOUT
+    on_stdout: OutputCallback | None = field(default=None, compare=False, repr=False)
+    on_stderr: OutputCallback | None = field(default=None, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.language, str) or not self.language:
+            raise InvalidOptionsError("language must be a non-empty string")
+        _check_seconds("timeout", self.timeout)
+        _check_seconds("compile_timeout", self.compile_timeout)
+        if isinstance(self.args, str | bytes) or not all(isinstance(a, str) for a in self.args):
+            raise InvalidOptionsError("args must be a sequence of strings")
+        if any("\0" in a for a in self.args):
+            raise InvalidOptionsError("args must not contain NUL characters")
+        if self.stdin is not None and not isinstance(self.stdin, str | bytes):
+            raise InvalidOptionsError("stdin must be str, bytes or None")
+        if self.cwd is not None and (not isinstance(self.cwd, str) or "\0" in self.cwd):
+            raise InvalidOptionsError(f"invalid cwd {self.cwd!r}")
+        if not isinstance(self.max_output_bytes, int) or self.max_output_bytes < 0:
+            raise InvalidOptionsError("max_output_bytes must be a non-negative integer")
+        for name in ("on_stdout", "on_stderr"):
+            if getattr(self, name) is not None and not callable(getattr(self, name)):
+                raise InvalidOptionsError(f"{name} must be callable")
+        object.__setattr__(self, "args", tuple(self.args))
+        object.__setattr__(self, "env", _check_str_map("env", self.env))
+        object.__setattr__(self, "files", _check_files(self.files))
+
+    def replace(self, **changes: Any) -> ExecutionOptions:
+        """Return a copy with ``changes`` applied (and validated)."""
+        unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
+        if unknown:
+            raise InvalidOptionsError(f"unknown execution option(s): {', '.join(sorted(unknown))}")
+        return dataclasses.replace(self, **changes)
+
+    @property
+    def stdin_bytes(self) -> bytes | None:
+        """``stdin`` as bytes (text is encoded as UTF-8)."""
+        return self.stdin.encode() if isinstance(self.stdin, str) else self.stdin
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Stage:
+    success: bool
+    stdout: str = ""
+    stderr: str = ""
+    exit_code: int | None = None
+    execution_time: float = 0.0
+    error: str | None = None
+    timed_out: bool = False
+    signal: str | None = None
+    stdout_truncated: bool = False
+    stderr_truncated: bool = False
+
+    def __bool__(self) -> bool:
+        return self.success
+
+    def to_dict(self) -> dict[str, Any]:
+        """The result as plain JSON-ready data, with the field names as they are here."""
+        return dataclasses.asdict(self)
+
+    def to_json(self, **kwargs: Any) -> str:
+        """The result as a JSON document."""
+        return json.dumps(self.to_dict(), **kwargs)
+
+
+@dataclass(frozen=True, kw_only=True)
+class CompileResult(_Stage):
+    """The outcome of the compile step of a compiled language."""
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> CompileResult:
+        """Rebuild a result from :meth:`to_dict` output."""
+        return cls(**data)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExecutionResult(_Stage):
+    """The outcome of one execution.
+
+    ``success`` is true only for exit code 0 within the time limit; ``error`` says why
+    whenever it is false. ``bool(result)`` is ``result.success``.
+    """
+
+    language: str = ""
+    environment: str = ""
+    compile: CompileResult | None = None
+
+    def check(self) -> ExecutionResult:
+        """Return the result if it succeeded.
+
+        :raises ExecutionFailed: with the result attached, if it did not.
+        """
+        if not self.success:
+            raise ExecutionFailed(self)
+        return self
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ExecutionResult:
+        """Rebuild a result from :meth:`to_dict` output."""
+        fields = dict(data)
+        if fields.get("compile") is not None:
+            fields["compile"] = CompileResult.from_dict(fields["compile"])
+        return cls(**fields)

@@ -1,0 +1,174 @@
+"""``runenv``: run code from the command line in any run environment."""
+
+from __future__ import annotations
+
+import signal as signals
+import sys
+from typing import Any
+
+import anyio
+import click
+from rich.console import Console
+from rich.table import Table
+
+from ._errors import RunEnvironmentError
+from ._languages import get_language, language_for_path
+from ._models import ExecutionResult
+from ._registry import create_environment, environment_names
+from .environments.base import EnvironmentStatus, RunEnvironment
+
+TIMEOUT_STATUS = 124
+DEFAULT_ENVIRONMENTS = ("local",)
+"""Tried in order when no ``--env`` is given: the first one ready runs the code."""
+
+err = Console(stderr=True, highlight=False)
+
+
+def exit_status(result: ExecutionResult) -> int:
+    """The shell exit status for a result: the program's, 124 on timeout, 128+N on a signal."""
+    if result.timed_out:
+        return TIMEOUT_STATUS
+    if result.compile is not None and not result.compile.success:
+        return result.compile.exit_code or 1
+    if result.signal is not None:
+        return 128 + signals.Signals[result.signal].value
+    return result.exit_code if result.exit_code is not None else 1
+
+
+async def _choose(name: str | None) -> RunEnvironment:
+    if name is not None:
+        return create_environment(name)
+    for candidate in DEFAULT_ENVIRONMENTS:
+        try:
+            env = create_environment(candidate)
+        except RunEnvironmentError:
+            continue
+        if await env.is_ready():
+            return env
+    raise click.ClickException("no environment is ready; run 'runenv doctor'")
+
+
+def _write(stream: Any) -> Any:
+    def write(text: str) -> None:
+        stream.write(text)
+        stream.flush()
+
+    return write
+
+
+async def _run(code: str, env_name: str | None, as_json: bool, **options: Any) -> ExecutionResult:
+    env = await _choose(env_name)
+    if not as_json:
+        options.update(on_stdout=_write(sys.stdout), on_stderr=_write(sys.stderr))
+    async with env:
+        return await env.execute(code, **options)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="run-environments")
+def main() -> None:
+    """Run code snippets in interchangeable run environments."""
+
+
+@main.command(context_settings={"ignore_unknown_options": True})
+@click.argument("file", required=False, type=click.Path(dir_okay=False, allow_dash=True))
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+@click.option("-l", "--language", help="Language name or alias (default: from FILE's suffix).")
+@click.option("-c", "--code", help="The code to run, instead of FILE.")
+@click.option("-e", "--env", "env_name", help="Environment to run in (default: the best ready).")
+@click.option("-t", "--timeout", type=click.FloatRange(min=0, min_open=True), default=30.0,
+              show_default=True, help="Wall-clock limit in seconds.")
+@click.option("--stdin", "stdin_text", help="Text for the program's standard input.")
+@click.option("--stdin-file", type=click.File("rb"), help="File for standard input ('-': ours).")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def run(
+    file: str | None,
+    args: tuple[str, ...],
+    language: str | None,
+    code: str | None,
+    env_name: str | None,
+    timeout: float,
+    stdin_text: str | None,
+    stdin_file: Any,
+    as_json: bool,
+) -> None:
+    """Run FILE (or --code) and exit with the program's status (124 on timeout).
+
+    Program arguments follow FILE, or `--` when --code is used.
+    """
+    if code is not None and file is not None:
+        file, args = None, (file, *args)  # with --code, everything positional is an argument
+    if file is None and code is None:
+        raise click.UsageError("give either FILE or --code")
+    try:
+        if code is None:
+            assert file is not None
+            with click.open_file(file, "r") as fh:
+                code = fh.read()
+            language = language or language_for_path(file).name
+        lang = get_language(language or "python")
+        stdin = stdin_file.read() if stdin_file is not None else stdin_text
+        result = anyio.run(
+            lambda: _run(code, env_name, as_json, language=lang.name, timeout=timeout,
+                         stdin=stdin, args=list(args))
+        )
+    except RunEnvironmentError as exc:
+        raise click.ClickException(str(exc)) from exc
+    if as_json:
+        click.echo(result.to_json(indent=2))
+    else:
+        if result.compile is not None and not result.compile.success:
+            sys.stderr.write(result.compile.stdout + result.compile.stderr)
+        if not result.success:
+            err.print(f"[dim]runenv ({result.environment}): {result.error}[/dim]")
+    sys.exit(exit_status(result))
+
+
+async def _statuses() -> list[tuple[str, EnvironmentStatus | str]]:
+    found: list[tuple[str, EnvironmentStatus | str]] = []
+    for name in environment_names():
+        try:
+            env = create_environment(name)
+            async with env:
+                found.append((name, await env.status()))
+        except RunEnvironmentError as exc:
+            found.append((name, str(exc)))
+    return found
+
+
+@main.command()
+def languages() -> None:
+    """List each language and whether each environment can run it."""
+    statuses = anyio.run(_statuses)
+    table = Table(title="Languages")
+    table.add_column("language")
+    table.add_column("aliases")
+    named = [(n, s) for n, s in statuses if isinstance(s, EnvironmentStatus)]
+    for name, _ in named:
+        table.add_column(name)
+    rows: dict[str, list[str]] = {}
+    for _, status in named:
+        for lang in status.languages:
+            rows.setdefault(lang.name, [lang.name, ", ".join(lang.aliases)])
+            rows[lang.name].append("[green]yes[/green]" if lang.available else "[red]no[/red]")
+    for row in rows.values():
+        table.add_row(*row)
+    Console().print(table)
+
+
+@main.command()
+def doctor() -> None:
+    """Say which environments are ready, and what to install for the others."""
+    console = Console(highlight=False)
+    any_ready = False
+    for name, status in anyio.run(_statuses):
+        if isinstance(status, str):
+            console.print(f"[red]✗[/red] {name}: {status}")
+            continue
+        any_ready |= status.ready
+        mark = "[green]✓[/green]" if status.ready else "[red]✗[/red]"
+        console.print(f"{mark} {name}" + ("" if status.ready else f": {status.reason}"))
+        for lang in status.languages:
+            if not lang.available:
+                console.print(f"    {lang.name}: {lang.missing}")
+    sys.exit(0 if any_ready else 1)

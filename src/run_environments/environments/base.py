@@ -1,0 +1,258 @@
+"""The run-environment interface and the pipeline shared by command-running environments."""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, ClassVar
+
+from .._errors import LanguageUnavailableError
+from .._languages import LANGUAGES, Language, Toolchain, get_language, resolve
+from .._models import CompileResult, ExecutionOptions, ExecutionResult
+from .._process import Outcome
+
+
+@dataclass(frozen=True, kw_only=True)
+class LanguageSupport:
+    """Whether one language can run in an environment, and if not, what is missing."""
+
+    name: str
+    aliases: tuple[str, ...]
+    available: bool
+    command: str | None = None
+    missing: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class EnvironmentStatus:
+    """An environment's readiness, with the reason when it is not ready."""
+
+    name: str
+    ready: bool
+    reason: str | None = None
+    languages: tuple[LanguageSupport, ...] = ()
+
+
+class RunEnvironment(abc.ABC):
+    """Somewhere code can run.
+
+    Use it as an async context manager, or call :meth:`cleanup` when done.
+    """
+
+    name: ClassVar[str]
+
+    @abc.abstractmethod
+    async def execute(
+        self, code: str, options: ExecutionOptions | None = None, **overrides: Any
+    ) -> ExecutionResult:
+        """Run ``code`` and return what happened.
+
+        :param code: the program's source.
+        :param options: how to run it; keyword ``overrides`` replace single fields.
+        :returns: the result; a program that fails is a result, not an exception.
+        :raises InvalidOptionsError: for an unknown language or a bad option.
+        :raises EnvironmentUnavailableError: if the environment or language cannot run here.
+        """
+
+    @abc.abstractmethod
+    async def cleanup(self) -> None:
+        """Stop everything still running and release what the environment holds."""
+
+    @abc.abstractmethod
+    async def is_ready(self) -> bool:
+        """Whether the environment can run code now."""
+
+    async def status(self) -> EnvironmentStatus:
+        """Readiness with its reason, and the languages this environment can run."""
+        return EnvironmentStatus(name=self.name, ready=await self.is_ready())
+
+    async def __aenter__(self) -> RunEnvironment:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.cleanup()
+
+
+def merge_options(options: ExecutionOptions | None, overrides: dict[str, Any]) -> ExecutionOptions:
+    """``options`` (or the defaults) with ``overrides`` applied."""
+    base = options if options is not None else ExecutionOptions()
+    return base.replace(**overrides) if overrides else base
+
+
+def stage_fields(outcome: Outcome, timeout: float) -> dict[str, Any]:
+    """The result fields common to a run and a compile step."""
+    success = outcome.exit_code == 0 and not outcome.timed_out and not outcome.output_exceeded
+    return {
+        "success": success,
+        "stdout": outcome.stdout.decode("utf-8", "replace"),
+        "stderr": outcome.stderr.decode("utf-8", "replace"),
+        "exit_code": outcome.exit_code,
+        "execution_time": outcome.duration,
+        "error": None if success else describe_failure(outcome, timeout),
+        "timed_out": outcome.timed_out,
+        "signal": outcome.signal,
+        "stdout_truncated": outcome.stdout_truncated,
+        "stderr_truncated": outcome.stderr_truncated,
+    }
+
+
+def describe_failure(outcome: Outcome, timeout: float) -> str:
+    """Why a stage did not succeed, in one line."""
+    if outcome.timed_out:
+        return f"timed out after {timeout:g} s"
+    for stream in ("stdout", "stderr"):
+        if getattr(outcome, f"{stream}_truncated"):
+            return f"{stream} passed the output limit; the program was stopped"
+    if outcome.signal is not None:
+        return f"killed by {outcome.signal}"
+    return f"exited with code {outcome.exit_code}"
+
+
+@dataclass(frozen=True)
+class Workspace:
+    """Where a run's files live, as the program sees the path."""
+
+    path: str
+
+
+class CommandRunEnvironment(RunEnvironment):
+    """An environment that runs code as commands in a workspace.
+
+    Subclasses say where: how programs are found (:meth:`_which`), how a workspace is made
+    (:meth:`_workspace`, :meth:`_write`) and how a command runs (:meth:`_run`). The rest, from
+    language lookup to compile step to result, is here once.
+    """
+
+    def __init__(self) -> None:
+        self._toolchains: dict[str, Toolchain | str] = {}
+
+    @abc.abstractmethod
+    async def _which(self, program: str) -> str | None:
+        """The path of ``program`` where commands run, or None."""
+
+    @abc.abstractmethod
+    def _workspace(self) -> contextlib.AbstractAsyncContextManager[Workspace]:
+        """A fresh private workspace, removed when the context ends."""
+
+    @abc.abstractmethod
+    async def _write(self, workspace: Workspace, files: dict[str, bytes]) -> None:
+        """Write relative path -> content into the workspace."""
+
+    @abc.abstractmethod
+    async def _run(
+        self,
+        argv: list[str],
+        workspace: Workspace,
+        options: ExecutionOptions,
+        *,
+        timeout: float,
+        language: Language,
+        stdin: bytes | None,
+        stream: bool,
+    ) -> Outcome:
+        """Run one command in the workspace and return its outcome."""
+
+    async def _toolchain(self, language: Language) -> Toolchain | str:
+        if language.name not in self._toolchains:
+            found: dict[str, str | None] = {}
+            for argv in (*language.compile, *language.run):
+                if not argv[0].startswith("{"):
+                    found[argv[0]] = await self._which(argv[0])
+            self._toolchains[language.name] = resolve(language, found.__getitem__)
+        return self._toolchains[language.name]
+
+    async def languages(self) -> tuple[LanguageSupport, ...]:
+        """Every language in the table, and whether it can run here."""
+        supports = []
+        for language in LANGUAGES:
+            chain = await self._toolchain(language)
+            ok = isinstance(chain, Toolchain)
+            supports.append(
+                LanguageSupport(
+                    name=language.name,
+                    aliases=language.aliases,
+                    available=ok,
+                    command=(chain.compile or chain.run)[0] if isinstance(chain, Toolchain) else None,
+                    missing=None if isinstance(chain, Toolchain) else chain,
+                )
+            )
+        return tuple(supports)
+
+    async def status(self) -> EnvironmentStatus:
+        languages = await self.languages()
+        ready = any(lang.available for lang in languages)
+        reason = None if ready else "no language's tools were found"
+        return EnvironmentStatus(name=self.name, ready=ready, reason=reason, languages=languages)
+
+    async def is_ready(self) -> bool:
+        return any(lang.available for lang in await self.languages())
+
+    async def execute(
+        self, code: str, options: ExecutionOptions | None = None, **overrides: Any
+    ) -> ExecutionResult:
+        options = merge_options(options, overrides)
+        language = get_language(options.language)
+        chain = await self._toolchain(language)
+        if not isinstance(chain, Toolchain):
+            raise LanguageUnavailableError(language.name, self.name, chain)
+        files = {path: _as_bytes(content) for path, content in options.files.items()}
+        files[language.code_filename] = code.encode()
+        async with self._workspace() as workspace:
+            await self._write(workspace, files)
+            compile_argv, run_argv = chain.commands(workspace.path)
+            compiled = None
+            if compile_argv is not None:
+                compiled = await self._compile(compile_argv, workspace, options, language)
+                if not compiled.success:
+                    return self._compile_failure(compiled, language)
+            outcome = await self._run(
+                [*run_argv, *options.args],
+                workspace,
+                options,
+                timeout=options.timeout,
+                language=language,
+                stdin=options.stdin_bytes,
+                stream=True,
+            )
+        return ExecutionResult(
+            **stage_fields(outcome, options.timeout),
+            language=language.name,
+            environment=self.name,
+            compile=compiled,
+        )
+
+    async def _compile(
+        self, argv: list[str], workspace: Workspace, options: ExecutionOptions, language: Language
+    ) -> CompileResult:
+        outcome = await self._run(
+            argv,
+            workspace,
+            options,
+            timeout=options.compile_timeout,
+            language=language,
+            stdin=None,
+            stream=False,
+        )
+        return CompileResult(**stage_fields(outcome, options.compile_timeout))
+
+    def _compile_failure(self, compiled: CompileResult, language: Language) -> ExecutionResult:
+        return ExecutionResult(
+            success=False,
+            exit_code=None,
+            error=f"compilation failed: {compiled.error}",
+            language=language.name,
+            environment=self.name,
+            compile=compiled,
+        )
+
+
+def _as_bytes(content: str | bytes) -> bytes:
+    return content.encode() if isinstance(content, str) else content
+

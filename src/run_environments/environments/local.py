@@ -1,0 +1,118 @@
+"""The local environment: code runs as a plain child process, with the caller's permissions."""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import os
+import shutil
+import uuid
+from collections.abc import AsyncIterator
+
+from .._languages import Language
+from .._models import ExecutionOptions
+from .._process import Outcome, ProcessGroups, kill_marked, run_process
+from .._workspace import remove_tree, temporary_directory, working_directory, write_files
+from .base import CommandRunEnvironment, Workspace
+
+MARKER = "RUNENV_RUN"
+"""Set in every program's environment, so that descendants that escaped are found."""
+
+
+class LocalRunEnvironment(CommandRunEnvironment):
+    """Runs code as a plain local subprocess. Fast, and not isolated: use it for trusted code.
+
+    :param inherit_env: start from this process's environment (the default) or, when false,
+        from a clean one with only ``PATH``, ``LANG`` and ``HOME`` (the workspace).
+    :param tmp_dir: where workspaces are made (default: the system's temp directory).
+    :param kill_grace: seconds between SIGTERM and SIGKILL when a run is stopped.
+    :param path: where interpreters and compilers are looked for (default: ``$PATH``).
+    """
+
+    name = "local"
+
+    def __init__(
+        self,
+        *,
+        inherit_env: bool = True,
+        tmp_dir: str | None = None,
+        kill_grace: float = 0.5,
+        path: str | None = None,
+    ) -> None:
+        super().__init__()
+        self._inherit_env = inherit_env
+        self._tmp_dir = tmp_dir
+        self._kill_grace = kill_grace
+        self._groups = ProcessGroups()
+        self._workspaces: set[str] = set()
+        self._instance = uuid.uuid4().hex
+        self._runs = itertools.count()
+        self._path = path if path is not None else os.environ.get("PATH", os.defpath)
+
+    async def _which(self, program: str) -> str | None:
+        return shutil.which(program, path=self._path)
+
+    @contextlib.asynccontextmanager
+    async def _workspace(self) -> AsyncIterator[Workspace]:
+        with temporary_directory(self._tmp_dir) as path:
+            self._workspaces.add(path)
+            try:
+                yield Workspace(path)
+            finally:
+                self._workspaces.discard(path)
+
+    async def _write(self, workspace: Workspace, files: dict[str, bytes]) -> None:
+        write_files(workspace.path, files)
+
+    def _environment(
+        self, workspace: Workspace, options: ExecutionOptions, language: Language, stream: bool
+    ) -> dict[str, str]:
+        if self._inherit_env:
+            env = dict(os.environ)
+        else:
+            env = {"PATH": self._path, "LANG": "C.UTF-8", "HOME": workspace.path}
+        if stream and (options.on_stdout or options.on_stderr):
+            env.update(language.stream_env)
+        env.update(options.env)
+        return env
+
+    async def _run(
+        self,
+        argv: list[str],
+        workspace: Workspace,
+        options: ExecutionOptions,
+        *,
+        timeout: float,
+        language: Language,
+        stdin: bytes | None,
+        stream: bool,
+    ) -> Outcome:
+        env = self._environment(workspace, options, language, stream)
+        run_id = f"{self._instance}.{next(self._runs)}"
+        env[MARKER] = run_id
+        stopped = True
+        try:
+            outcome = await run_process(
+                argv,
+                cwd=working_directory(workspace.path, options.cwd),
+                env=env,
+                timeout=timeout,
+                stdin=stdin,
+                max_output_bytes=options.max_output_bytes,
+                on_stdout=options.on_stdout if stream else None,
+                on_stderr=options.on_stderr if stream else None,
+                kill_grace=self._kill_grace,
+                groups=self._groups,
+            )
+            stopped = outcome.timed_out
+            return outcome
+        finally:
+            if stopped:
+                kill_marked(MARKER, run_id)
+
+    async def cleanup(self) -> None:
+        """Kill every program this environment started and remove every workspace left."""
+        self._groups.kill_all()
+        kill_marked(MARKER, self._instance)
+        for path in list(self._workspaces):
+            remove_tree(path)

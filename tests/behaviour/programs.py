@@ -1,0 +1,65 @@
+"""Small programs in every language of the table."""
+
+from __future__ import annotations
+
+HELLO = {
+    "python": 'print("hello from python")',
+    "javascript": 'console.log("hello from javascript")',
+    "typescript": 'const who: string = "typescript";\nconsole.log(`hello from ${who}`);',
+    "bash": 'echo "hello from bash"',
+    "ruby": 'puts "hello from ruby"',
+    "perl": 'print "hello from perl\\n";',
+    "php": '<?php echo "hello from php\\n";',
+    "lua": 'print("hello from lua")',
+    "c": '#include <stdio.h>\nint main(void) { puts("hello from c"); return 0; }',
+    "cpp": '#include <iostream>\nint main() { std::cout << "hello from cpp" << std::endl; }',
+    "go": 'package main\nimport "fmt"\nfunc main() { fmt.Println("hello from go") }',
+    "rust": 'fn main() { println!("hello from rust"); }',
+    "java": (
+        "public class Main { public static void main(String[] a) {"
+        ' System.out.println("hello from java"); } }'
+    ),
+}
+
+# Each prints "<first argument>:<first line of stdin>".
+ECHO = {
+    "python": 'import sys\nprint(sys.argv[1] + ":" + sys.stdin.readline().strip())',
+    "javascript": (
+        'const line = require("fs").readFileSync(0, "utf8").split("\\n")[0];\n'
+        'console.log(process.argv[2] + ":" + line);'
+    ),
+    "typescript": (
+        'import { readFileSync } from "fs";\n'
+        'const line: string = readFileSync(0, "utf8").split("\\n")[0];\n'
+        'console.log(process.argv[2] + ":" + line);'
+    ),
+    "bash": 'read -r line\necho "$1:$line"',
+    "ruby": 'puts "#{ARGV[0]}:#{$stdin.gets.chomp}"',
+    "perl": 'my $l = <STDIN>; chomp $l; print "$ARGV[0]:$l\\n";',
+    "php": '<?php $l = trim(fgets(STDIN)); echo $argv[1] . ":" . $l . "\\n";',
+    "lua": 'local l = io.read("l")\nprint(arg[1] .. ":" .. l)',
+    "c": (
+        "#include <stdio.h>\n#include <string.h>\n"
+        "int main(int c, char **v) { char b[256]; if (!fgets(b, sizeof b, stdin)) return 1;"
+        ' b[strcspn(b, "\\n")] = 0; printf("%s:%s\\n", v[1], b); return 0; }'
+    ),
+    "cpp": (
+        "#include <iostream>\n#include <string>\n"
+        "int main(int c, char **v) { std::string l; std::getline(std::cin, l);"
+        ' std::cout << v[1] << ":" << l << std::endl; }'
+    ),
+    "go": (
+        'package main\nimport ("bufio"; "fmt"; "os"; "strings")\n'
+        "func main() { l, _ := bufio.NewReader(os.Stdin).ReadString('\\n');"
+        ' fmt.Println(os.Args[1] + ":" + strings.TrimSpace(l)) }'
+    ),
+    "rust": (
+        "fn main() { let mut l = String::new(); std::io::stdin().read_line(&mut l).unwrap();"
+        ' println!("{}:{}", std::env::args().nth(1).unwrap(), l.trim()); }'
+    ),
+    "java": (
+        "import java.io.*;\npublic class Main { public static void main(String[] a)"
+        " throws IOException { String l = new BufferedReader(new InputStreamReader(System.in))"
+        '.readLine(); System.out.println(a[0] + ":" + l); } }'
+    ),
+}

@@ -1,0 +1,294 @@
+"""The behaviour every run environment shares.
+
+A test module subclasses :class:`EnvironmentBehaviour` and provides an ``env`` fixture (and,
+where the environment can tell, :meth:`EnvironmentBehaviour.leftovers`).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import ClassVar
+
+import anyio
+import pytest
+
+from run_environments import (
+    ExecutionOptions,
+    InvalidOptionsError,
+    RunEnvironment,
+    UnknownLanguageError,
+    language_names,
+)
+from tests.fixtures import program
+
+from .programs import ECHO, HELLO
+
+pytestmark = pytest.mark.anyio
+
+RESULT_FIELDS = {
+    "success", "stdout", "stderr", "exit_code", "execution_time", "error", "timed_out", "signal",
+    "stdout_truncated", "stderr_truncated", "language", "environment", "compile",
+}  # fmt: skip
+
+
+def rss_bytes() -> int:
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
+
+
+class EnvironmentBehaviour:
+    """The shared suite. ``languages`` lists what the environment must run."""
+
+    languages: ClassVar[tuple[str, ...]] = tuple(language_names())
+
+    async def leftovers(self, env: RunEnvironment) -> list[str]:
+        """What the environment still has running or stored; empty when clean."""
+        return []
+
+    def need(self, env: RunEnvironment, language: str) -> None:
+        if language not in self.languages:
+            pytest.skip(f"the {env.name} environment does not offer {language} by design")
+
+    # -- every language -------------------------------------------------------------------
+    @pytest.mark.parametrize("language", language_names())
+    async def test_hello_world(self, env: RunEnvironment, language: str) -> None:
+        self.need(env, language)
+        result = await env.execute(HELLO[language], language=language)
+        assert result.success, result
+        assert result.stdout == f"hello from {language}\n"
+        assert result.exit_code == 0 and result.error is None
+        assert result.language == language and result.environment == env.name
+        if language in ("c", "cpp", "go", "rust", "java"):
+            assert result.compile is not None and result.compile.success
+        else:
+            assert result.compile is None
+
+    @pytest.mark.parametrize("language", language_names())
+    async def test_stdin_and_args(self, env: RunEnvironment, language: str) -> None:
+        self.need(env, language)
+        result = await env.execute(
+            ECHO[language], language=language, stdin="line one\nline two\n", args=["first"]
+        )
+        assert result.stdout == "first:line one\n", result
+        assert result.success
+
+    # -- options --------------------------------------------------------------------------
+    async def test_default_language_is_python(self, env: RunEnvironment) -> None:
+        result = await env.execute("import sys; print(sys.version_info[0])")
+        assert (result.stdout, result.language) == ("3\n", "python")
+
+    async def test_aliases_resolve(self, env: RunEnvironment) -> None:
+        result = await env.execute("echo $0 ok", language="SH")
+        assert result.stdout.endswith(" ok\n") and result.language == "bash"
+
+    async def test_args_are_not_split_or_expanded(self, env: RunEnvironment) -> None:
+        args = ["two words", "$HOME", "*", "", "ünï"]
+        result = await env.execute("import sys, json; print(json.dumps(sys.argv[1:]))", args=args)
+        assert json.loads(result.stdout) == args
+
+    async def test_binary_stdin(self, env: RunEnvironment) -> None:
+        data = bytes(range(256))
+        code = "import sys; d = sys.stdin.buffer.read(); print(len(d), d == bytes(range(256)))"
+        result = await env.execute(code, stdin=data)
+        assert result.stdout == "256 True\n"
+
+    async def test_large_stdin_is_fed_while_output_is_drained(self, env: RunEnvironment) -> None:
+        code = "import sys\nfor line in sys.stdin: sys.stdout.write(line)"
+        text = "".join(f"{i:07d}\n" for i in range(200_000))  # 1.6 MB each way
+        result = await env.execute(code, stdin=text, max_output_bytes=4 << 20)
+        assert result.success and result.stdout == text
+
+    async def test_files_are_written_before_the_run(self, env: RunEnvironment) -> None:
+        files = {"data/input.txt": "from a file", "blob.bin": b"\x00\x01\xff"}
+        code = (
+            "print(open('data/input.txt').read())\n"
+            "print(list(open('blob.bin', 'rb').read()))"
+        )
+        result = await env.execute(code, files=files)
+        assert result.stdout == "from a file\n[0, 1, 255]\n", result
+
+    @pytest.mark.parametrize("path", ["/etc/passwd", "../escape.txt", "a/../../b", ""])
+    async def test_files_must_stay_inside(self, env: RunEnvironment, path: str) -> None:
+        with pytest.raises(InvalidOptionsError):
+            await env.execute("pass", files={path: "x"})
+
+    async def test_env_vars(self, env: RunEnvironment) -> None:
+        result = await env.execute(
+            "import os; print(os.environ['GREETING'], os.environ['EMPTY'] == '')",
+            env={"GREETING": "hi there", "EMPTY": ""},
+        )
+        assert result.stdout == "hi there True\n"
+
+    async def test_relative_cwd_is_inside_the_workspace(self, env: RunEnvironment) -> None:
+        code = "import os; print(os.path.basename(os.getcwd())); print(open('../f.txt').read())"
+        result = await env.execute(code, cwd="sub/dir", files={"sub/f.txt": "sibling"})
+        assert result.stdout == "dir\nsibling\n", result
+
+    async def test_options_object_and_overrides(self, env: RunEnvironment) -> None:
+        options = ExecutionOptions(language="bash", env={"A": "1"})
+        result = await env.execute("echo $A$B", options, env={"A": "2", "B": "3"})
+        assert result.stdout == "23\n"
+        assert (await env.execute("echo $A", options)).stdout == "1\n"
+
+    async def test_unknown_option_is_an_error(self, env: RunEnvironment) -> None:
+        with pytest.raises(InvalidOptionsError, match="timeuot"):
+            await env.execute("pass", timeuot=3)
+
+    async def test_unknown_language_names_supported_ones(self, env: RunEnvironment) -> None:
+        with pytest.raises(UnknownLanguageError) as caught:
+            await env.execute("x", language="cobol")
+        assert "cobol" in str(caught.value) and "python" in str(caught.value)
+        assert "typescript" in caught.value.supported
+
+    # -- failures are results -------------------------------------------------------------
+    async def test_nonzero_exit_is_a_result(self, env: RunEnvironment) -> None:
+        result = await env.execute("import sys; print('out'); sys.exit(3)")
+        assert not result.success and not result
+        assert (result.exit_code, result.stdout, result.signal) == (3, "out\n", None)
+        assert result.error == "exited with code 3"
+
+    async def test_exception_traceback_in_stderr(self, env: RunEnvironment) -> None:
+        result = await env.execute("raise ValueError('boom')")
+        assert result.exit_code == 1 and "ValueError: boom" in result.stderr
+
+    async def test_killed_by_signal(self, env: RunEnvironment) -> None:
+        result = await env.execute("kill -SEGV $$", language="bash")
+        assert (result.exit_code, result.signal, result.success) == (None, "SIGSEGV", False)
+        assert result.error == "killed by SIGSEGV"
+
+    async def test_compile_error_is_a_result(self, env: RunEnvironment) -> None:
+        self.need(env, "c")
+        result = await env.execute("int main(void) { return undefined_name; }", language="c")
+        assert not result.success and result.compile is not None
+        assert not result.compile.success and result.compile.exit_code != 0
+        assert "undefined_name" in result.compile.stderr
+        assert result.error is not None and result.error.startswith("compilation failed")
+
+    async def test_result_serialises_with_the_documented_names(self, env: RunEnvironment) -> None:
+        result = await env.execute("print('x')")
+        data = json.loads(result.to_json())
+        assert set(data) == RESULT_FIELDS
+        assert type(result).from_dict(data) == result
+
+    # -- time limits ----------------------------------------------------------------------
+    async def test_timeout_keeps_partial_output(self, env: RunEnvironment) -> None:
+        code = "import time\nprint('before', flush=True)\ntime.sleep(60)\nprint('after')"
+        result = await env.execute(code, timeout=1)
+        assert result.timed_out and not result.success
+        assert result.stdout == "before\n"
+        assert result.error == "timed out after 1 s"
+        assert result.signal in ("SIGTERM", "SIGKILL")
+        assert await self.leftovers(env) == []
+
+    async def test_sigterm_ignoring_child_is_killed(self, env: RunEnvironment) -> None:
+        result = await env.execute(program("ignores_sigterm.py"), timeout=1)
+        assert result.timed_out and result.signal == "SIGKILL"
+        assert result.stdout.startswith("ready ")
+        assert await self.leftovers(env) == []
+
+    async def test_grandchild_holding_pipes_does_not_hang(self, env: RunEnvironment) -> None:
+        result = await env.execute(program("grandchild_holds_pipes.sh"), language="bash")
+        assert result.success and result.stdout.startswith("grandchild ")
+        assert not result.timed_out
+        assert await self.leftovers(env) == []
+
+    # -- output ---------------------------------------------------------------------------
+    async def test_output_flood_is_bounded(self, env: RunEnvironment) -> None:
+        before = rss_bytes()
+        result = await env.execute(program("floods.py"), max_output_bytes=1 << 20, timeout=60)
+        assert result.stdout_truncated and not result.timed_out and not result.success
+        assert len(result.stdout) == 1 << 20
+        assert "output limit" in (result.error or "")
+        assert rss_bytes() - before < 64 << 20  # 1 GiB was offered
+        assert await self.leftovers(env) == []
+
+    async def test_stderr_has_its_own_bound(self, env: RunEnvironment) -> None:
+        code = "import sys; print('fine'); sys.stderr.write('e' * 5000)"
+        result = await env.execute(code, max_output_bytes=1000)
+        assert result.stderr == "e" * 1000 and result.stderr_truncated
+        assert not result.stdout_truncated
+
+    async def test_binary_output_is_replaced_not_raised(self, env: RunEnvironment) -> None:
+        result = await env.execute(program("binary_output.py"))
+        assert result.success
+        assert "\ufffd" in result.stdout and "\ufffd" in result.stderr
+        assert "not utf-8" in result.stderr
+        assert result.stdout.startswith("".join(chr(i) for i in range(128)))
+
+    async def test_callbacks_receive_the_output(self, env: RunEnvironment) -> None:
+        out: list[str] = []
+        err: list[str] = []
+
+        async def on_stdout(text: str) -> None:  # coroutine callbacks are awaited
+            out.append(text)
+
+        code = "import sys\nprint('one')\nsys.stderr.write('two\\n')\nprint('ü' * 70000)"
+        result = await env.execute(code, on_stdout=on_stdout, on_stderr=err.append)
+        assert "".join(out) == result.stdout == "one\n" + "ü" * 70000 + "\n"
+        assert "".join(err) == result.stderr == "two\n"
+
+    async def test_callback_error_propagates_and_stops_the_run(
+        self, env: RunEnvironment
+    ) -> None:
+        def explode(text: str) -> None:
+            raise RuntimeError("callback failed")
+
+        with pytest.raises(RuntimeError, match="callback failed"):
+            await env.execute("import time; print('x', flush=True); time.sleep(60)",
+                              on_stdout=explode)
+        assert await self.leftovers(env) == []
+
+    # -- concurrency, cancellation, cleanup ---------------------------------------------
+    async def test_cancelling_a_running_execute(self, env: RunEnvironment) -> None:
+        started = anyio.Event()
+        with anyio.move_on_after(30):
+            async with anyio.create_task_group() as tg:
+
+                async def run() -> None:
+                    await env.execute(
+                        "import time\nprint('running', flush=True)\ntime.sleep(60)",
+                        on_stdout=lambda _: started.set(),
+                    )
+
+                tg.start_soon(run)
+                await started.wait()
+                tg.cancel_scope.cancel()
+        assert started.is_set()
+        assert await self.leftovers(env) == []
+
+    async def test_fifty_concurrent_executes(self, env: RunEnvironment) -> None:
+        results: dict[int, str] = {}
+
+        async def one(i: int) -> None:
+            result = await env.execute(
+                "import os, sys; print(sys.argv[1], open('mine.txt').read())",
+                args=[str(i)],
+                files={"mine.txt": f"file-{i}"},
+            )
+            results[i] = result.stdout
+
+        async with anyio.create_task_group() as tg:
+            for i in range(50):
+                tg.start_soon(one, i)
+        assert results == {i: f"{i} file-{i}\n" for i in range(50)}
+        assert await self.leftovers(env) == []
+
+    async def test_nothing_left_behind_after_cleanup(self, env: RunEnvironment) -> None:
+        await env.execute("print('ok')")
+        await env.execute("import time; time.sleep(60)", timeout=0.5)
+        await env.execute("sleep 100 & echo started", language="bash")
+        await env.cleanup()
+        assert await self.leftovers(env) == []
+        assert await env.is_ready()  # still usable after cleanup
+        assert (await env.execute("print('again')")).stdout == "again\n"
+
+    async def test_is_ready_and_status(self, env: RunEnvironment) -> None:
+        assert await env.is_ready()
+        status = await env.status()
+        assert status.ready and status.name == env.name
+        available = {lang.name for lang in status.languages if lang.available}
+        assert set(self.languages) <= available
+

@@ -1,0 +1,156 @@
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import anyio
+import pytest
+
+from run_environments import LanguageUnavailableError, LocalRunEnvironment, RunEnvironment
+from run_environments.environments.local import MARKER
+from tests.behaviour.suite import EnvironmentBehaviour
+from tests.fixtures import program
+
+pytestmark = pytest.mark.anyio
+
+
+def marked_processes(value: str) -> list[str]:
+    """Live processes whose environment carries ``MARKER=value...``."""
+    found = []
+    marker = f"{MARKER}={value}".encode()
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/environ", "rb") as fh:
+                environ = fh.read().split(b"\0")
+            with open(f"/proc/{entry.name}/stat") as fh:
+                state = fh.read().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state != "Z" and any(v.startswith(marker) for v in environ):
+            found.append(f"process {entry.name}")
+    return found
+
+
+async def wait_until_gone(pid: int) -> bool:
+    with anyio.move_on_after(10):
+        while Path(f"/proc/{pid}").exists() and "Z" != _state(pid):
+            await anyio.sleep(0.02)
+        return True
+    return False
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return "gone"
+
+
+class TestLocal(EnvironmentBehaviour):
+    @pytest.fixture
+    async def env(self, tmp_path: Path) -> AsyncIterator[LocalRunEnvironment]:
+        self.tmp = tmp_path
+        async with LocalRunEnvironment(tmp_dir=str(tmp_path)) as env:
+            yield env
+        assert await self.leftovers(env) == []
+
+    async def leftovers(self, env: RunEnvironment) -> list[str]:
+        assert isinstance(env, LocalRunEnvironment)
+        processes = marked_processes(env._instance)
+        if processes:  # a killed process may take a moment to disappear
+            await anyio.sleep(0.5)
+            processes = marked_processes(env._instance)
+        return [str(p) for p in self.tmp.iterdir()] + processes
+
+    async def test_inherits_the_host_environment(self, env: LocalRunEnvironment) -> None:
+        os.environ["RUNENV_TEST_INHERITED"] = "yes"
+        try:
+            result = await env.execute("import os; print(os.environ['RUNENV_TEST_INHERITED'])")
+        finally:
+            del os.environ["RUNENV_TEST_INHERITED"]
+        assert result.stdout == "yes\n"
+
+    async def test_clean_environment_option(self, tmp_path: Path) -> None:
+        os.environ["RUNENV_TEST_SECRET"] = "hidden"
+        try:
+            async with LocalRunEnvironment(inherit_env=False, tmp_dir=str(tmp_path)) as env:
+                code = "import os, json; print(json.dumps(sorted(os.environ)))"
+                result = await env.execute(code, env={"MINE": "1"})
+        finally:
+            del os.environ["RUNENV_TEST_SECRET"]
+        names = set(eval(result.stdout))
+        assert "RUNENV_TEST_SECRET" not in names
+        assert {"PATH", "HOME", "LANG", "MINE"} <= names
+
+    async def test_absolute_cwd(self, env: LocalRunEnvironment, tmp_path: Path) -> None:
+        place = tmp_path / "elsewhere"
+        place.mkdir()
+        result = await env.execute("import os; print(os.getcwd())", cwd=str(place))
+        assert result.stdout == f"{place}\n"
+        place.rmdir()
+
+    async def test_missing_cwd_is_an_error(self, env: LocalRunEnvironment) -> None:
+        with pytest.raises(ValueError, match="not a directory"):
+            await env.execute("pass", cwd="/no/such/place")
+
+    async def test_missing_interpreter_says_what_to_install(self, tmp_path: Path) -> None:
+        async with LocalRunEnvironment(path=str(tmp_path), tmp_dir=str(tmp_path)) as env:
+            with pytest.raises(LanguageUnavailableError, match="apt-get install ruby"):
+                await env.execute("puts 1", language="ruby")
+            support = {lang.name: lang for lang in await env.languages()}
+            assert not support["ruby"].available and "ruby" in (support["ruby"].missing or "")
+            assert support["python"].available  # this very interpreter
+            assert await env.is_ready()
+
+    async def test_not_ready_without_any_tool(self, tmp_path: Path) -> None:
+        async with LocalRunEnvironment(path=str(tmp_path)) as env:
+            env._toolchains["python"] = "python3 not found"  # as on a machine without Python
+            status = await env.status()
+            assert not status.ready and status.reason
+            assert not await env.is_ready()
+
+    async def test_grandchild_is_killed_when_the_program_ends(
+        self, env: LocalRunEnvironment
+    ) -> None:
+        result = await env.execute(program("grandchild_holds_pipes.sh"), language="bash")
+        pid = int(result.stdout.split()[1])
+        assert await wait_until_gone(pid)
+
+    async def test_double_forked_daemon_does_not_hang_and_dies_on_cleanup(
+        self, env: LocalRunEnvironment
+    ) -> None:
+        result = await env.execute(program("daemon.py"), timeout=20)
+        assert not result.timed_out and result.success
+        assert "parent done" in result.stdout
+        pid = int(result.stdout.split("daemon ")[1].split()[0])
+        assert _state(pid) not in ("gone", "Z")  # it left the group: only cleanup finds it
+        await env.cleanup()
+        assert await wait_until_gone(pid)
+
+    async def test_daemon_dies_when_the_run_times_out(self, env: LocalRunEnvironment) -> None:
+        code = program("daemon.py").replace("print(\"parent done\"", "time.sleep(60)\nprint(\"x\"")
+        result = await env.execute(code, timeout=1)
+        assert result.timed_out
+        pid = int(result.stdout.split("daemon ")[1].split()[0])
+        assert await wait_until_gone(pid)
+
+    async def test_cleanup_kills_a_running_execute(self, env: LocalRunEnvironment) -> None:
+        started = anyio.Event()
+        results = []
+
+        async def run() -> None:
+            results.append(
+                await env.execute(
+                    "import time; print('up', flush=True); time.sleep(60)",
+                    on_stdout=lambda text: started.set() if text.endswith("\n") else None,
+                )
+            )
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(run)
+            await started.wait()
+            await env.cleanup()
+        assert results[0].signal == "SIGKILL" and results[0].stdout == "up\n"
