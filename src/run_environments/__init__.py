@@ -19,8 +19,7 @@ from ._sync import SyncRunEnvironment
 from .environments.base import EnvironmentStatus, LanguageSupport, RunEnvironment
 from .environments.local import LocalRunEnvironment
 
-__all__ = [
-    "LANGUAGES",
+__all__ = [  # noqa: RUF022 (plain sorted order)
     "CompileResult",
     "EnvironmentStatus",
     "EnvironmentUnavailableError",
@@ -28,6 +27,7 @@ __all__ = [
     "ExecutionOptions",
     "ExecutionResult",
     "InvalidOptionsError",
+    "LANGUAGES",
     "Language",
     "LanguageSupport",
     "LanguageUnavailableError",

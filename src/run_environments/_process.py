@@ -10,10 +10,13 @@ pipes still held by escaped descendants are abandoned after a short wait.
 
 from __future__ import annotations
 
+import asyncio
 import codecs
+import collections
 import contextlib
 import inspect
 import os
+import resource
 import signal
 import subprocess
 import time
@@ -111,36 +114,26 @@ class _Stream:
     callback: OutputCallback | None
     data: bytearray = field(default_factory=bytearray)
     truncated: bool = False
+    closed: bool = False
     decoder: codecs.IncrementalDecoder = field(
         default_factory=lambda: codecs.getincrementaldecoder("utf-8")("replace")
     )
 
-    async def drain(self, child: _Child) -> None:
-        fd = self.file.fileno()
-        os.set_blocking(fd, False)
-        while True:
-            await anyio.wait_readable(fd)
-            try:
-                chunk = os.read(fd, READ_CHUNK)
-            except BlockingIOError:
-                continue
-            if not chunk:
-                await self._emit(self.decoder.decode(b"", final=True))
-                return
-            await self._take(chunk, child)
-
-    async def _take(self, chunk: bytes, child: _Child) -> None:
+    def keep(self, chunk: bytes, child: _Child) -> bytes:
+        """Keep what fits of ``chunk`` (stopping the program when it does not) and return it."""
         room = self.limit - len(self.data)
         if len(chunk) > room:
             chunk = chunk[:room]
             self.truncated = True
             child.kill()
-        if chunk:
-            self.data += chunk
-            await self._emit(self.decoder.decode(chunk))
+        self.data += chunk
+        return chunk
 
-    async def _emit(self, text: str) -> None:
-        if self.callback is not None and text:
+    async def emit(self, chunk: bytes, final: bool = False) -> None:
+        if self.callback is None:
+            return
+        text = self.decoder.decode(chunk, final)
+        if text:
             returned = self.callback(text)
             if inspect.isawaitable(returned):
                 await returned
@@ -165,7 +158,8 @@ class _Child:
             await anyio.wait_readable(self.pidfd)
             return
         delay = 0.001
-        while os.waitid(os.P_PID, self.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None:
+        flags = os.WEXITED | os.WNOHANG | os.WNOWAIT  # a look, not a wait: it never blocks
+        while os.waitid(os.P_PID, self.pid, flags) is None:  # noqa: ASYNC222
             await anyio.sleep(delay)
             delay = min(delay * 2, 0.05)
 
@@ -177,7 +171,7 @@ class _Child:
         self.kill()
         await self.exited()
 
-    def reap(self) -> tuple[int, os.struct_rusage]:
+    def reap(self) -> tuple[int, resource.struct_rusage]:
         _, status, usage = os.wait4(self.pid, 0)
         self.proc.returncode = os.waitstatus_to_exitcode(status)
         return self.proc.returncode, usage
@@ -190,25 +184,8 @@ class _Child:
                 pipe.close()
 
 
-async def _feed(pipe: IO[bytes], data: bytes) -> None:
-    fd = pipe.fileno()
-    os.set_blocking(fd, False)
-    view = memoryview(data)
-    try:
-        while view:
-            await anyio.wait_writable(fd)
-            try:
-                view = view[os.write(fd, view[:READ_CHUNK]) :]
-            except BlockingIOError:
-                continue
-    except (BrokenPipeError, ConnectionResetError):
-        pass  # the program stopped reading; what it did not read is its business
-    finally:
-        pipe.close()
-
-
 def _spawn(
-    argv: Sequence[str], cwd: str, env: Mapping[str, str], has_stdin: bool
+    argv: Sequence[str], cwd: str, env: Mapping[bytes, bytes], has_stdin: bool
 ) -> subprocess.Popen[bytes]:
     try:
         return subprocess.Popen(
@@ -217,7 +194,7 @@ def _spawn(
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             cwd=cwd,
-            env=dict(env),
+            env=env,
             start_new_session=True,
         )
     except OSError as exc:
@@ -228,7 +205,7 @@ async def run_process(
     argv: Sequence[str],
     *,
     cwd: str,
-    env: Mapping[str, str],
+    env: Mapping[bytes, bytes],
     timeout: float,
     stdin: bytes | None = None,
     max_output_bytes: int,
@@ -244,7 +221,8 @@ async def run_process(
     started = time.perf_counter()
     proc = _spawn(argv, cwd, env, stdin is not None)
     child = _Child(proc)
-    assert proc.stdout is not None and proc.stderr is not None
+    assert proc.stdout is not None
+    assert proc.stderr is not None
     streams = (
         _Stream(file=proc.stdout, limit=max_output_bytes, callback=on_stdout),
         _Stream(file=proc.stderr, limit=max_output_bytes, callback=on_stderr),
@@ -252,7 +230,7 @@ async def run_process(
     timed_out = False
     try:
         with groups.track(child.pid) if groups is not None else contextlib.nullcontext():
-            timed_out = await _supervise(child, streams, stdin, timeout, kill_grace)
+            timed_out = await _Supervision(child, streams, stdin, timeout, kill_grace).run()
     except BaseException:
         with anyio.CancelScope(shield=True):
             await child.terminate(kill_grace)
@@ -275,57 +253,146 @@ async def run_process(
     )
 
 
-async def _supervise(
-    child: _Child,
-    streams: tuple[_Stream, _Stream],
-    stdin: bytes | None,
-    timeout: float,
-    grace: float,
-) -> bool:
-    drained = anyio.Event()
+class _Supervision:
+    """One task, woken by readiness callbacks on the event loop: pipes, stdin and the pidfd.
 
-    async def pump() -> None:
-        async with anyio.create_task_group() as inner:
-            for stream in streams:
-                inner.start_soon(stream.drain, child)
-            if stdin is not None:
-                assert child.proc.stdin is not None
-                inner.start_soon(_feed, child.proc.stdin, stdin)
-        drained.set()
+    The callbacks only read, write and signal; output reaches the caller's callbacks from
+    the task itself, in order. Deadlines are timers, so a slow callback cannot delay a kill.
+    """
 
-    try:
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(pump)
-            timed_out = await _watch(child, timeout, grace, drained)
-            tg.cancel_scope.cancel()
-    except BaseExceptionGroup as group:
-        raise _sole(group) from None
-    return timed_out
+    def __init__(
+        self,
+        child: _Child,
+        streams: tuple[_Stream, _Stream],
+        stdin: bytes | None,
+        timeout: float,
+        grace: float,
+    ) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.child = child
+        self.streams = streams
+        self.stdin = memoryview(stdin) if stdin is not None else None
+        self.timeout = timeout
+        self.grace = grace
+        self.pending: collections.deque[tuple[_Stream, bytes]] = collections.deque()
+        self.exited = False
+        self.timed_out = False
+        self.wakeup: asyncio.Future[None] | None = None
+        self.timers: list[asyncio.Handle] = []
+        self.readers: set[int] = set()
+        self.writer: int | None = None
 
+    async def run(self) -> bool:
+        self._start()
+        try:
+            while True:
+                while self.pending:
+                    stream, chunk = self.pending.popleft()
+                    await stream.emit(chunk, final=not chunk)
+                if self.exited and all(stream.closed for stream in self.streams):
+                    return self.timed_out
+                self.wakeup = self.loop.create_future()
+                await self.wakeup
+        finally:
+            self._stop()
 
-def _sole(group: BaseExceptionGroup[BaseException]) -> BaseException:
-    """The one exception inside nested task-group wrappers, or the group itself."""
-    leaves = list(_leaves(group))
-    return leaves[0] if len(leaves) == 1 else group
+    def _start(self) -> None:
+        for stream in self.streams:
+            fd = stream.file.fileno()
+            os.set_blocking(fd, False)
+            self.loop.add_reader(fd, self._readable, stream)
+            self.readers.add(fd)
+        if self.child.pidfd is not None:
+            self.loop.add_reader(self.child.pidfd, self._exited)
+            self.readers.add(self.child.pidfd)
+        else:
+            self._poll_exit()
+        if self.stdin is not None:
+            assert self.child.proc.stdin is not None
+            self.writer = self.child.proc.stdin.fileno()
+            os.set_blocking(self.writer, False)
+            self.loop.add_writer(self.writer, self._writable)
+        self.timers.append(self.loop.call_later(self.timeout, self._deadline))
 
+    def _stop(self) -> None:
+        for fd in self.readers:
+            self.loop.remove_reader(fd)
+        self.readers.clear()
+        self._close_stdin()
+        for timer in self.timers:
+            timer.cancel()
 
-def _leaves(error: BaseException) -> Iterator[BaseException]:
-    if isinstance(error, BaseExceptionGroup):
-        for inner in error.exceptions:
-            yield from _leaves(inner)
-    else:
-        yield error
+    def _wake(self) -> None:
+        if self.wakeup is not None and not self.wakeup.done():
+            self.wakeup.set_result(None)
 
+    def _readable(self, stream: _Stream) -> None:
+        fd = stream.file.fileno()
+        try:
+            chunk = os.read(fd, READ_CHUNK)
+        except BlockingIOError:
+            return
+        except OSError:
+            chunk = b""
+        if chunk:
+            chunk = stream.keep(chunk, self.child)
+            if not chunk:
+                return
+        else:
+            stream.closed = True
+            self.loop.remove_reader(fd)
+            self.readers.discard(fd)
+        self.pending.append((stream, chunk))
+        self._wake()
 
-async def _watch(child: _Child, timeout: float, grace: float, drained: anyio.Event) -> bool:
-    """Wait for the program's end (or stop it at the deadline); True if it timed out."""
-    timed_out = False
-    with anyio.move_on_after(timeout) as deadline:
-        await child.exited()
-    if deadline.cancelled_caught:
-        timed_out = True
-        await child.terminate(grace)
-    child.kill()  # what is left of the group once its leader is gone
-    with anyio.move_on_after(PIPE_GRACE):
-        await drained.wait()
-    return timed_out
+    def _exited(self) -> None:
+        if self.child.pidfd is not None:
+            self.loop.remove_reader(self.child.pidfd)
+            self.readers.discard(self.child.pidfd)
+        self.exited = True
+        self.child.kill()  # what is left of the group once its leader is gone
+        if not all(stream.closed for stream in self.streams):
+            self.timers.append(self.loop.call_later(PIPE_GRACE, self._abandon_pipes))
+        self._wake()
+
+    def _poll_exit(self) -> None:
+        if os.waitid(os.P_PID, self.child.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None:
+            self.timers.append(self.loop.call_later(0.005, self._poll_exit))
+        else:
+            self._exited()
+
+    def _abandon_pipes(self) -> None:
+        """Descendants that left the group still hold the pipes: stop waiting for them."""
+        for stream in self.streams:
+            if not stream.closed:
+                stream.closed = True
+                fd = stream.file.fileno()
+                self.loop.remove_reader(fd)
+                self.readers.discard(fd)
+                self.pending.append((stream, b""))
+        self._wake()
+
+    def _writable(self) -> None:
+        assert self.stdin is not None
+        assert self.writer is not None
+        try:
+            written = os.write(self.writer, self.stdin[:READ_CHUNK])
+        except BlockingIOError:
+            return
+        except OSError:  # the program closed its stdin; what it did not read is its business
+            written = len(self.stdin)
+        self.stdin = self.stdin[written:]
+        if not self.stdin:
+            self._close_stdin()
+
+    def _close_stdin(self) -> None:
+        if self.writer is not None:
+            self.loop.remove_writer(self.writer)
+            self.writer = None
+            assert self.child.proc.stdin is not None
+            self.child.proc.stdin.close()
+
+    def _deadline(self) -> None:
+        self.timed_out = True
+        _killpg(self.child.pid, signal.SIGTERM)
+        self.timers.append(self.loop.call_later(self.grace, self.child.kill))

@@ -37,7 +37,7 @@ def portal() -> BlockingPortal:
     global _portal, _portal_pid
     with _lock:
         if _portal is None or _portal_pid != os.getpid():
-            ready, holder = threading.Event(), []
+            ready, holder = threading.Event(), list[BlockingPortal]()
             thread = threading.Thread(
                 target=_serve, args=(ready, holder), name="run-environments", daemon=True
             )

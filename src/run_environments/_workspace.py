@@ -13,10 +13,23 @@ from ._errors import InvalidOptionsError
 from ._models import check_relative_path
 
 
+def default_parent() -> str:
+    """Where workspaces go: ``$RUNENV_TMPDIR``, else a memory-backed file system when one is
+    writable (snippets are small, and creating and removing directories there is several
+    times faster than on a disk), else the system's temp directory."""
+    chosen = os.environ.get("RUNENV_TMPDIR")
+    if chosen:
+        return chosen
+    for candidate in (os.environ.get("XDG_RUNTIME_DIR"), "/dev/shm"):
+        if candidate and os.path.isdir(candidate) and os.access(candidate, os.W_OK | os.X_OK):
+            return candidate
+    return tempfile.gettempdir()
+
+
 @contextlib.contextmanager
 def temporary_directory(parent: str | None = None) -> Iterator[str]:
     """A fresh directory only we can enter, removed with everything in it afterwards."""
-    path = tempfile.mkdtemp(prefix="runenv-", dir=parent)
+    path = tempfile.mkdtemp(prefix="runenv-", dir=parent or default_parent())
     try:
         yield path
     finally:
@@ -36,8 +49,19 @@ def remove_tree(path: str) -> None:
             else:
                 os.unlink(failed)
 
-    if os.path.lexists(path):
-        shutil.rmtree(path, onerror=retry)
+    try:
+        with os.scandir(path) as listing:
+            entries = list(listing)
+        if all(not entry.is_dir(follow_symlinks=False) for entry in entries):
+            for entry in entries:  # the common case: a few files, no subdirectories
+                os.unlink(entry.path)
+            os.rmdir(path)
+            return
+    except FileNotFoundError:
+        return
+    except OSError:
+        pass
+    shutil.rmtree(path, onerror=retry)
 
 
 def write_files(root: str, files: dict[str, bytes]) -> None:

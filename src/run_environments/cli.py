@@ -76,8 +76,14 @@ def main() -> None:
 @click.option("-l", "--language", help="Language name or alias (default: from FILE's suffix).")
 @click.option("-c", "--code", help="The code to run, instead of FILE.")
 @click.option("-e", "--env", "env_name", help="Environment to run in (default: the best ready).")
-@click.option("-t", "--timeout", type=click.FloatRange(min=0, min_open=True), default=30.0,
-              show_default=True, help="Wall-clock limit in seconds.")
+@click.option(
+    "-t",
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=30.0,
+    show_default=True,
+    help="Wall-clock limit in seconds.",
+)
 @click.option("--stdin", "stdin_text", help="Text for the program's standard input.")
 @click.option("--stdin-file", type=click.File("rb"), help="File for standard input ('-': ours).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
@@ -97,7 +103,8 @@ def run(
     Program arguments follow FILE, or `--` when --code is used.
     """
     if code is not None and file is not None:
-        file, args = None, (file, *args)  # with --code, everything positional is an argument
+        args = (file, *args)  # with --code, everything positional is an argument
+        file = None
     if file is None and code is None:
         raise click.UsageError("give either FILE or --code")
     try:
@@ -109,8 +116,15 @@ def run(
         lang = get_language(language or "python")
         stdin = stdin_file.read() if stdin_file is not None else stdin_text
         result = anyio.run(
-            lambda: _run(code, env_name, as_json, language=lang.name, timeout=timeout,
-                         stdin=stdin, args=list(args))
+            lambda: _run(
+                code,
+                env_name,
+                as_json,
+                language=lang.name,
+                timeout=timeout,
+                stdin=stdin,
+                args=list(args),
+            )
         )
     except RunEnvironmentError as exc:
         raise click.ClickException(str(exc)) from exc

@@ -59,10 +59,13 @@ class EnvironmentBehaviour:
         result = await env.execute(HELLO[language], language=language)
         assert result.success, result
         assert result.stdout == f"hello from {language}\n"
-        assert result.exit_code == 0 and result.error is None
-        assert result.language == language and result.environment == env.name
+        assert result.exit_code == 0
+        assert result.error is None
+        assert result.language == language
+        assert result.environment == env.name
         if language in ("c", "cpp", "go", "rust", "java"):
-            assert result.compile is not None and result.compile.success
+            assert result.compile is not None
+            assert result.compile.success
         else:
             assert result.compile is None
 
@@ -82,7 +85,8 @@ class EnvironmentBehaviour:
 
     async def test_aliases_resolve(self, env: RunEnvironment) -> None:
         result = await env.execute("echo $0 ok", language="SH")
-        assert result.stdout.endswith(" ok\n") and result.language == "bash"
+        assert result.stdout.endswith(" ok\n")
+        assert result.language == "bash"
 
     async def test_args_are_not_split_or_expanded(self, env: RunEnvironment) -> None:
         args = ["two words", "$HOME", "*", "", "ünï"]
@@ -99,14 +103,12 @@ class EnvironmentBehaviour:
         code = "import sys\nfor line in sys.stdin: sys.stdout.write(line)"
         text = "".join(f"{i:07d}\n" for i in range(200_000))  # 1.6 MB each way
         result = await env.execute(code, stdin=text, max_output_bytes=4 << 20)
-        assert result.success and result.stdout == text
+        assert result.success
+        assert result.stdout == text
 
     async def test_files_are_written_before_the_run(self, env: RunEnvironment) -> None:
         files = {"data/input.txt": "from a file", "blob.bin": b"\x00\x01\xff"}
-        code = (
-            "print(open('data/input.txt').read())\n"
-            "print(list(open('blob.bin', 'rb').read()))"
-        )
+        code = "print(open('data/input.txt').read())\nprint(list(open('blob.bin', 'rb').read()))"
         result = await env.execute(code, files=files)
         assert result.stdout == "from a file\n[0, 1, 255]\n", result
 
@@ -140,19 +142,22 @@ class EnvironmentBehaviour:
     async def test_unknown_language_names_supported_ones(self, env: RunEnvironment) -> None:
         with pytest.raises(UnknownLanguageError) as caught:
             await env.execute("x", language="cobol")
-        assert "cobol" in str(caught.value) and "python" in str(caught.value)
+        assert "cobol" in str(caught.value)
+        assert "python" in str(caught.value)
         assert "typescript" in caught.value.supported
 
     # -- failures are results -------------------------------------------------------------
     async def test_nonzero_exit_is_a_result(self, env: RunEnvironment) -> None:
         result = await env.execute("import sys; print('out'); sys.exit(3)")
-        assert not result.success and not result
+        assert not result.success
+        assert not result
         assert (result.exit_code, result.stdout, result.signal) == (3, "out\n", None)
         assert result.error == "exited with code 3"
 
     async def test_exception_traceback_in_stderr(self, env: RunEnvironment) -> None:
         result = await env.execute("raise ValueError('boom')")
-        assert result.exit_code == 1 and "ValueError: boom" in result.stderr
+        assert result.exit_code == 1
+        assert "ValueError: boom" in result.stderr
 
     async def test_killed_by_signal(self, env: RunEnvironment) -> None:
         result = await env.execute("kill -SEGV $$", language="bash")
@@ -162,10 +167,13 @@ class EnvironmentBehaviour:
     async def test_compile_error_is_a_result(self, env: RunEnvironment) -> None:
         self.need(env, "c")
         result = await env.execute("int main(void) { return undefined_name; }", language="c")
-        assert not result.success and result.compile is not None
-        assert not result.compile.success and result.compile.exit_code != 0
+        assert not result.success
+        assert result.compile is not None
+        assert not result.compile.success
+        assert result.compile.exit_code != 0
         assert "undefined_name" in result.compile.stderr
-        assert result.error is not None and result.error.startswith("compilation failed")
+        assert result.error is not None
+        assert result.error.startswith("compilation failed")
 
     async def test_result_serialises_with_the_documented_names(self, env: RunEnvironment) -> None:
         result = await env.execute("print('x')")
@@ -177,7 +185,8 @@ class EnvironmentBehaviour:
     async def test_timeout_keeps_partial_output(self, env: RunEnvironment) -> None:
         code = "import time\nprint('before', flush=True)\ntime.sleep(60)\nprint('after')"
         result = await env.execute(code, timeout=1)
-        assert result.timed_out and not result.success
+        assert result.timed_out
+        assert not result.success
         assert result.stdout == "before\n"
         assert result.error == "timed out after 1 s"
         assert result.signal in ("SIGTERM", "SIGKILL")
@@ -185,13 +194,15 @@ class EnvironmentBehaviour:
 
     async def test_sigterm_ignoring_child_is_killed(self, env: RunEnvironment) -> None:
         result = await env.execute(program("ignores_sigterm.py"), timeout=1)
-        assert result.timed_out and result.signal == "SIGKILL"
+        assert result.timed_out
+        assert result.signal == "SIGKILL"
         assert result.stdout.startswith("ready ")
         assert await self.leftovers(env) == []
 
     async def test_grandchild_holding_pipes_does_not_hang(self, env: RunEnvironment) -> None:
         result = await env.execute(program("grandchild_holds_pipes.sh"), language="bash")
-        assert result.success and result.stdout.startswith("grandchild ")
+        assert result.success
+        assert result.stdout.startswith("grandchild ")
         assert not result.timed_out
         assert await self.leftovers(env) == []
 
@@ -199,7 +210,9 @@ class EnvironmentBehaviour:
     async def test_output_flood_is_bounded(self, env: RunEnvironment) -> None:
         before = rss_bytes()
         result = await env.execute(program("floods.py"), max_output_bytes=1 << 20, timeout=60)
-        assert result.stdout_truncated and not result.timed_out and not result.success
+        assert result.stdout_truncated
+        assert not result.timed_out
+        assert not result.success
         assert len(result.stdout) == 1 << 20
         assert "output limit" in (result.error or "")
         assert rss_bytes() - before < 64 << 20  # 1 GiB was offered
@@ -208,13 +221,15 @@ class EnvironmentBehaviour:
     async def test_stderr_has_its_own_bound(self, env: RunEnvironment) -> None:
         code = "import sys; print('fine'); sys.stderr.write('e' * 5000)"
         result = await env.execute(code, max_output_bytes=1000)
-        assert result.stderr == "e" * 1000 and result.stderr_truncated
+        assert result.stderr == "e" * 1000
+        assert result.stderr_truncated
         assert not result.stdout_truncated
 
     async def test_binary_output_is_replaced_not_raised(self, env: RunEnvironment) -> None:
         result = await env.execute(program("binary_output.py"))
         assert result.success
-        assert "\ufffd" in result.stdout and "\ufffd" in result.stderr
+        assert "\ufffd" in result.stdout
+        assert "\ufffd" in result.stderr
         assert "not utf-8" in result.stderr
         assert result.stdout.startswith("".join(chr(i) for i in range(128)))
 
@@ -230,15 +245,14 @@ class EnvironmentBehaviour:
         assert "".join(out) == result.stdout == "one\n" + "ü" * 70000 + "\n"
         assert "".join(err) == result.stderr == "two\n"
 
-    async def test_callback_error_propagates_and_stops_the_run(
-        self, env: RunEnvironment
-    ) -> None:
+    async def test_callback_error_propagates_and_stops_the_run(self, env: RunEnvironment) -> None:
         def explode(text: str) -> None:
             raise RuntimeError("callback failed")
 
         with pytest.raises(RuntimeError, match="callback failed"):
-            await env.execute("import time; print('x', flush=True); time.sleep(60)",
-                              on_stdout=explode)
+            await env.execute(
+                "import time; print('x', flush=True); time.sleep(60)", on_stdout=explode
+            )
         assert await self.leftovers(env) == []
 
     # -- concurrency, cancellation, cleanup ---------------------------------------------
@@ -288,7 +302,7 @@ class EnvironmentBehaviour:
     async def test_is_ready_and_status(self, env: RunEnvironment) -> None:
         assert await env.is_ready()
         status = await env.status()
-        assert status.ready and status.name == env.name
+        assert status.ready
+        assert status.name == env.name
         available = {lang.name for lang in status.languages if lang.available}
         assert set(self.languages) <= available
-

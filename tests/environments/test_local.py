@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -11,6 +12,7 @@ from run_environments import LanguageUnavailableError, LocalRunEnvironment, RunE
 from run_environments.environments.local import MARKER
 from tests.behaviour.suite import EnvironmentBehaviour
 from tests.fixtures import program
+from tests.helpers import is_running, wait_until_gone
 
 pytestmark = pytest.mark.anyio
 
@@ -32,21 +34,6 @@ def marked_processes(value: str) -> list[str]:
         if state != "Z" and any(v.startswith(marker) for v in environ):
             found.append(f"process {entry.name}")
     return found
-
-
-async def wait_until_gone(pid: int) -> bool:
-    with anyio.move_on_after(10):
-        while Path(f"/proc/{pid}").exists() and "Z" != _state(pid):
-            await anyio.sleep(0.02)
-        return True
-    return False
-
-
-def _state(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return "gone"
 
 
 class TestLocal(EnvironmentBehaviour):
@@ -101,7 +88,8 @@ class TestLocal(EnvironmentBehaviour):
             with pytest.raises(LanguageUnavailableError, match="apt-get install ruby"):
                 await env.execute("puts 1", language="ruby")
             support = {lang.name: lang for lang in await env.languages()}
-            assert not support["ruby"].available and "ruby" in (support["ruby"].missing or "")
+            assert not support["ruby"].available
+            assert "ruby" in (support["ruby"].missing or "")
             assert support["python"].available  # this very interpreter
             assert await env.is_ready()
 
@@ -109,7 +97,8 @@ class TestLocal(EnvironmentBehaviour):
         async with LocalRunEnvironment(path=str(tmp_path)) as env:
             env._toolchains["python"] = "python3 not found"  # as on a machine without Python
             status = await env.status()
-            assert not status.ready and status.reason
+            assert not status.ready
+            assert status.reason
             assert not await env.is_ready()
 
     async def test_grandchild_is_killed_when_the_program_ends(
@@ -123,15 +112,16 @@ class TestLocal(EnvironmentBehaviour):
         self, env: LocalRunEnvironment
     ) -> None:
         result = await env.execute(program("daemon.py"), timeout=20)
-        assert not result.timed_out and result.success
+        assert not result.timed_out
+        assert result.success
         assert "parent done" in result.stdout
         pid = int(result.stdout.split("daemon ")[1].split()[0])
-        assert _state(pid) not in ("gone", "Z")  # it left the group: only cleanup finds it
+        assert is_running(pid)  # it left the group: only cleanup finds it
         await env.cleanup()
         assert await wait_until_gone(pid)
 
     async def test_daemon_dies_when_the_run_times_out(self, env: LocalRunEnvironment) -> None:
-        code = program("daemon.py").replace("print(\"parent done\"", "time.sleep(60)\nprint(\"x\"")
+        code = program("daemon.py").replace('print("parent done"', 'time.sleep(60)\nprint("x"')
         result = await env.execute(code, timeout=1)
         assert result.timed_out
         pid = int(result.stdout.split("daemon ")[1].split()[0])
@@ -153,4 +143,20 @@ class TestLocal(EnvironmentBehaviour):
             tg.start_soon(run)
             await started.wait()
             await env.cleanup()
-        assert results[0].signal == "SIGKILL" and results[0].stdout == "up\n"
+        assert results[0].signal == "SIGKILL"
+        assert results[0].stdout == "up\n"
+
+    async def test_typescript_falls_back_to_ts_node(self, tmp_path: Path) -> None:
+        tools = tmp_path / "bin"
+        tools.mkdir()
+        for tool in ("node", "ts-node"):
+            found = shutil.which(tool)
+            assert found, f"{tool} is installed by the project's setup"
+            (tools / tool).symlink_to(found)
+        async with LocalRunEnvironment(path=str(tools), tmp_dir=str(tmp_path)) as env:
+            support = {lang.name: lang for lang in await env.languages()}
+            assert (support["typescript"].command or "").endswith("ts-node")
+            result = await env.execute(
+                "const n: number = 41;\nconsole.log(n + 1);", language="typescript"
+            )
+        assert result.stdout == "42\n", result

@@ -179,7 +179,9 @@ class CommandRunEnvironment(RunEnvironment):
                     name=language.name,
                     aliases=language.aliases,
                     available=ok,
-                    command=(chain.compile or chain.run)[0] if isinstance(chain, Toolchain) else None,
+                    command=(chain.compile or chain.run)[0]
+                    if isinstance(chain, Toolchain)
+                    else None,
                     missing=None if isinstance(chain, Toolchain) else chain,
                 )
             )
@@ -255,4 +257,3 @@ class CommandRunEnvironment(RunEnvironment):
 
 def _as_bytes(content: str | bytes) -> bytes:
     return content.encode() if isinstance(content, str) else content
-

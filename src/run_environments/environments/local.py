@@ -24,7 +24,9 @@ class LocalRunEnvironment(CommandRunEnvironment):
 
     :param inherit_env: start from this process's environment (the default) or, when false,
         from a clean one with only ``PATH``, ``LANG`` and ``HOME`` (the workspace).
-    :param tmp_dir: where workspaces are made (default: the system's temp directory).
+    :param tmp_dir: where workspaces are made (default: ``$RUNENV_TMPDIR``, else a
+        memory-backed file system such as ``/dev/shm`` when writable, else the system's temp
+        directory).
     :param kill_grace: seconds between SIGTERM and SIGKILL when a run is stopped.
     :param path: where interpreters and compilers are looked for (default: ``$PATH``).
     """
@@ -66,14 +68,18 @@ class LocalRunEnvironment(CommandRunEnvironment):
 
     def _environment(
         self, workspace: Workspace, options: ExecutionOptions, language: Language, stream: bool
-    ) -> dict[str, str]:
+    ) -> dict[bytes, bytes]:
+        # Bytes throughout: the child gets bytes anyway, and decoding os.environ to
+        # encode it again is a measurable part of starting a small program.
         if self._inherit_env:
-            env = dict(os.environ)
+            env = _host_environment()
         else:
-            env = {"PATH": self._path, "LANG": "C.UTF-8", "HOME": workspace.path}
+            env = {b"PATH": os.fsencode(self._path), b"LANG": b"C.UTF-8"}
+            env[b"HOME"] = os.fsencode(workspace.path)
+        extra = dict(options.env)
         if stream and (options.on_stdout or options.on_stderr):
-            env.update(language.stream_env)
-        env.update(options.env)
+            extra = {**language.stream_env, **extra}
+        env.update((os.fsencode(k), os.fsencode(v)) for k, v in extra.items())
         return env
 
     async def _run(
@@ -89,7 +95,7 @@ class LocalRunEnvironment(CommandRunEnvironment):
     ) -> Outcome:
         env = self._environment(workspace, options, language, stream)
         run_id = f"{self._instance}.{next(self._runs)}"
-        env[MARKER] = run_id
+        env[MARKER.encode()] = run_id.encode()
         stopped = True
         try:
             outcome = await run_process(
@@ -116,3 +122,11 @@ class LocalRunEnvironment(CommandRunEnvironment):
         kill_marked(MARKER, self._instance)
         for path in list(self._workspaces):
             remove_tree(path)
+
+
+def _host_environment() -> dict[bytes, bytes]:
+    """A copy of this process's environment as bytes."""
+    data = getattr(os.environ, "_data", None)  # CPython keeps it as bytes: copy it directly
+    if isinstance(data, dict):
+        return dict(data)
+    return dict(os.environb)

@@ -1,0 +1,3 @@
+from run_environments.cli import main
+
+main()

@@ -1,0 +1,142 @@
+"""``runenv``, run as a real command."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+RUNENV = str(Path(sys.executable).with_name("runenv"))
+
+
+def runenv(*args: str, **kwargs: object) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [RUNENV, *args], capture_output=True, text=True, timeout=120, check=False, **kwargs
+    )  # type: ignore[call-overload, no-any-return]
+
+
+def test_run_file_language_from_suffix(tmp_path: Path) -> None:
+    script = tmp_path / "hello.rb"
+    script.write_text('puts "ruby says #{ARGV.join(",")}"')
+    done = runenv("run", str(script), "a", "b")
+    assert (done.returncode, done.stdout) == (0, "ruby says a,b\n")
+
+
+def test_run_code_with_language_args_and_stdin() -> None:
+    done = runenv("run", "-l", "bash", "-c", 'read x; echo "$1 $x"', "--stdin", "typed", "--", "A")
+    assert (done.returncode, done.stdout) == (0, "A typed\n")
+
+
+def test_stdin_file(tmp_path: Path) -> None:
+    data = tmp_path / "in.txt"
+    data.write_text("from file\n")
+    done = runenv("run", "-c", "print(input().upper())", "--stdin-file", str(data))
+    assert done.stdout == "FROM FILE\n"
+
+
+def test_exit_status_is_the_programs() -> None:
+    done = runenv("run", "-c", "import sys; print('bye'); sys.exit(7)")
+    assert (done.returncode, done.stdout) == (7, "bye\n")
+    assert "exited with code 7" in done.stderr
+
+
+def test_timeout_exits_124_with_partial_output() -> None:
+    done = runenv("run", "-l", "sh", "-c", "echo early; sleep 30", "--timeout", "0.5")
+    assert (done.returncode, done.stdout) == (124, "early\n")
+    assert "timed out" in done.stderr
+
+
+def test_signal_exit_status() -> None:
+    done = runenv("run", "-l", "bash", "-c", "kill -TERM $$")
+    assert done.returncode == 128 + 15
+
+
+def test_json_output() -> None:
+    done = runenv("run", "-c", "print('x')", "--json")
+    data = json.loads(done.stdout)
+    assert data["stdout"] == "x\n"
+    assert data["success"] is True
+    assert data["environment"] == "local"
+    assert data["language"] == "python"
+    assert done.returncode == 0
+
+
+def test_compile_failure_is_shown_with_its_status() -> None:
+    done = runenv("run", "-l", "c", "-c", "int main(void) { return nope; }")
+    assert done.returncode == 1
+    assert "nope" in done.stderr
+    assert "compilation failed" in done.stderr
+
+
+def test_output_streams_live(tmp_path: Path) -> None:
+    """The first line arrives while the program still runs: it waits for our answer."""
+    flag = tmp_path / "go"
+    code = (
+        "import os, sys, time\nprint('first', flush=True)\n"
+        f"for _ in range(300):\n    if os.path.exists({str(flag)!r}): break\n"
+        "    time.sleep(0.05)\nelse:\n    sys.exit(9)\nprint('second')"
+    )
+    with subprocess.Popen([RUNENV, "run", "-c", code], stdout=subprocess.PIPE, text=True) as proc:
+        assert proc.stdout is not None
+        assert proc.stdout.readline() == "first\n"
+        flag.write_text("")
+        assert proc.stdout.read() == "second\n"
+        assert proc.wait(timeout=60) == 0
+
+
+def test_unknown_language_is_a_clear_error() -> None:
+    done = runenv("run", "-l", "cobol", "-c", "x")
+    assert done.returncode == 1
+    assert "unknown language 'cobol'" in done.stderr
+    assert "python" in done.stderr
+
+
+def test_unknown_environment_is_a_clear_error() -> None:
+    done = runenv("run", "-e", "mars", "-c", "print(1)")
+    assert done.returncode == 1
+    assert "unknown environment 'mars'" in done.stderr
+
+
+def test_needs_file_or_code() -> None:
+    done = runenv("run")
+    assert done.returncode == 2
+    assert "FILE or --code" in done.stderr
+
+
+def test_languages_table() -> None:
+    done = runenv("languages", env={**os.environ, "COLUMNS": "200"})
+    assert done.returncode == 0
+    rows = {line.split("│")[1].strip(): line for line in done.stdout.splitlines() if "│" in line}
+    assert "yes" in rows["python"]
+    assert "yes" in rows["ruby"]
+    assert "local" in done.stdout
+
+
+def test_doctor_reports_ready_environments(tmp_path: Path) -> None:
+    done = runenv("doctor")
+    assert done.returncode == 0
+    assert "✓ local" in done.stdout
+
+
+def test_doctor_says_what_to_install() -> None:
+    bare = {**os.environ, "PATH": "/nonexistent"}
+    done = subprocess.run(
+        [sys.executable, "-m", "run_environments", "doctor"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=bare,
+        check=False,
+    )
+    assert "ruby: ruby not found; install ruby (apt-get install ruby)" in done.stdout
+
+
+@pytest.mark.parametrize("flag", ["--help", "--version"])
+def test_help_and_version(flag: str) -> None:
+    done = runenv(flag)
+    assert done.returncode == 0
+    assert done.stdout
