@@ -13,11 +13,12 @@ from ._errors import (
     UnknownLanguageError,
 )
 from ._languages import LANGUAGES, Language, get_language, language_for_path, language_names
-from ._models import CompileResult, ExecutionOptions, ExecutionResult
+from ._models import CompileResult, ExecutionOptions, ExecutionResult, Limits
 from ._registry import create_environment, environment_names, get_environment_class
 from ._sync import SyncRunEnvironment
 from .environments.base import EnvironmentStatus, LanguageSupport, RunEnvironment
 from .environments.local import LocalRunEnvironment
+from .environments.sandbox import SandboxRunEnvironment
 
 __all__ = [  # noqa: RUF022 (plain sorted order)
     "CompileResult",
@@ -31,9 +32,11 @@ __all__ = [  # noqa: RUF022 (plain sorted order)
     "Language",
     "LanguageSupport",
     "LanguageUnavailableError",
+    "Limits",
     "LocalRunEnvironment",
     "RunEnvironment",
     "RunEnvironmentError",
+    "SandboxRunEnvironment",
     "SpawnError",
     "SyncRunEnvironment",
     "UnknownEnvironmentError",

@@ -1,13 +1,13 @@
 """The language table: one frozen row per language, and how a row becomes commands.
 
 Argument templates may use ``{file}`` (the code file), ``{dir}`` (the workspace), ``{exe}``
-(the compiled program) and, as the program, ``{python}`` (the interpreter running this
-package). The first alternative whose program is found is used.
+(the compiled program) and, as the program, ``{python}`` (an interpreter the environment
+chooses: the local one uses the interpreter running this package). The first alternative
+whose program is found is used.
 """
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
@@ -212,12 +212,9 @@ Which = Callable[[str], str | None]
 def _first_found(alternatives: tuple[Argv, ...], which: Which) -> Argv | None:
     for argv in alternatives:
         program = argv[0]
-        if program == "{python}":
-            found: str | None = sys.executable or which("python3")
-        elif program.startswith("{"):
-            return argv
-        else:
-            found = which(program)
+        if program.startswith("{") and program != "{python}":
+            return argv  # made by the compile step
+        found = which(program)
         if found:
             return (found, *argv[1:])
     return None

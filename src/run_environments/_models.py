@@ -60,6 +60,49 @@ def _check_seconds(name: str, value: float | None) -> None:
         raise InvalidOptionsError(f"{name} must be a positive number of seconds, got {value!r}")
 
 
+def _check_positive(name: str, value: float | None, kind: type | tuple[type, ...]) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, kind) or not math.isfinite(value):
+        raise InvalidOptionsError(f"{name} must be a positive number, got {value!r}")
+    if value <= 0:
+        raise InvalidOptionsError(f"{name} must be a positive number, got {value!r}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Limits:
+    """Resource limits of one execution; ``None`` leaves the environment's default.
+
+    :param memory: bytes of memory for the whole program (all its processes).
+    :param cpu_time: seconds of CPU time for each process.
+    :param processes: processes and threads at once.
+    :param disk: bytes of the private ``/tmp``, and the largest file the program may write.
+    :param open_files: open files of each process.
+    """
+
+    memory: int | None = None
+    cpu_time: float | None = None
+    processes: int | None = None
+    disk: int | None = None
+    open_files: int | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("memory", "processes", "disk", "open_files"):
+            _check_positive(f"limits.{name}", getattr(self, name), int)
+        _check_positive("limits.cpu_time", self.cpu_time, (int, float))
+
+    def over(self, defaults: Limits) -> Limits:
+        """These limits, with ``defaults`` where a field is None."""
+        return Limits(
+            **{
+                f.name: getattr(defaults, f.name)
+                if getattr(self, f.name) is None
+                else getattr(self, f.name)
+                for f in dataclasses.fields(self)
+            }
+        )
+
+
 @dataclass(frozen=True, kw_only=True)
 class ExecutionOptions:
     """How to run one piece of code.
@@ -75,6 +118,7 @@ class ExecutionOptions:
     :param max_output_bytes: the most kept of each of stdout and stderr; a program that writes
         more is stopped and the result says the stream was truncated.
     :param compile_timeout: wall-clock limit of the compile step of compiled languages.
+    :param limits: resource limits, for environments that enforce them (see :class:`Limits`).
     :param on_stdout: called with stdout text as it arrives.
     :param on_stderr: called with stderr text as it arrives.
     """
@@ -88,6 +132,7 @@ class ExecutionOptions:
     files: Mapping[str, str | bytes] = field(default_factory=dict)
     max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES
     compile_timeout: float = DEFAULT_COMPILE_TIMEOUT
+    limits: Limits = field(default_factory=Limits)
     on_stdout: OutputCallback | None = field(default=None, compare=False, repr=False)
     on_stderr: OutputCallback | None = field(default=None, compare=False, repr=False)
 
@@ -106,6 +151,13 @@ class ExecutionOptions:
             raise InvalidOptionsError(f"invalid cwd {self.cwd!r}")
         if not isinstance(self.max_output_bytes, int) or self.max_output_bytes < 0:
             raise InvalidOptionsError("max_output_bytes must be a non-negative integer")
+        if isinstance(self.limits, Mapping):
+            try:
+                object.__setattr__(self, "limits", Limits(**self.limits))
+            except TypeError as exc:
+                raise InvalidOptionsError(f"invalid limits: {exc}") from None
+        if not isinstance(self.limits, Limits):
+            raise InvalidOptionsError("limits must be a Limits object or a mapping of its fields")
         for name in ("on_stdout", "on_stderr"):
             if getattr(self, name) is not None and not callable(getattr(self, name)):
                 raise InvalidOptionsError(f"{name} must be callable")
@@ -138,6 +190,9 @@ class _Stage:
     signal: str | None = None
     stdout_truncated: bool = False
     stderr_truncated: bool = False
+    oom_killed: bool = False
+    cpu_time: float | None = None
+    memory_peak: int | None = None
 
     def __bool__(self) -> bool:
         return self.success

@@ -20,9 +20,9 @@ import resource
 import signal
 import subprocess
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import IO
+from typing import IO, Any
 
 import anyio
 
@@ -48,6 +48,7 @@ class Outcome:
     duration: float
     cpu_time: float | None = None
     memory_peak: int | None = None
+    oom_killed: bool = False
 
     @property
     def output_exceeded(self) -> bool:
@@ -140,17 +141,20 @@ class _Stream:
 
 
 class _Child:
-    """One spawned process and its group."""
+    """One spawned process and what it started."""
 
-    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
+    def __init__(
+        self, proc: subprocess.Popen[bytes], deliver: Callable[[int, int], None] = _killpg
+    ) -> None:
         self.proc = proc
         self.pid = proc.pid
+        self.deliver = deliver
         self.pidfd: int | None = None
         with contextlib.suppress(AttributeError, OSError):
             self.pidfd = os.pidfd_open(proc.pid)
 
     def kill(self) -> None:
-        _killpg(self.pid, signal.SIGKILL)
+        self.deliver(self.pid, signal.SIGKILL)
 
     async def exited(self) -> None:
         """Wait until the main process has exited (it stays unreaped, so its pid stays ours)."""
@@ -164,8 +168,8 @@ class _Child:
             delay = min(delay * 2, 0.05)
 
     async def terminate(self, grace: float) -> None:
-        """SIGTERM to the group, ``grace`` seconds to exit, then SIGKILL to the group."""
-        _killpg(self.pid, signal.SIGTERM)
+        """SIGTERM to everything, ``grace`` seconds to exit, then SIGKILL to everything."""
+        self.deliver(self.pid, signal.SIGTERM)
         with anyio.move_on_after(grace):
             await self.exited()
         self.kill()
@@ -184,9 +188,32 @@ class _Child:
                 pipe.close()
 
 
+@dataclass(frozen=True, kw_only=True)
+class Spawn:
+    """How to start the child, beyond its argv.
+
+    :param pass_fds: descriptors the child inherits.
+    :param user: run as this uid (needs root); supplementary groups are dropped.
+    :param group: run as this gid (needs root).
+    :param prepare: awaited with the child's pid after it starts and before it is supervised,
+        to set it up from outside (for example, to place a sandbox in a cgroup).
+    :param signal: delivers a signal to everything the program started, given the child's
+        pid; by default, to the child's process group.
+    """
+
+    pass_fds: tuple[int, ...] = ()
+    user: int | None = None
+    group: int | None = None
+    prepare: Callable[[int], Awaitable[None]] | None = None
+    signal: Callable[[int, int], None] = _killpg
+
+
 def _spawn(
-    argv: Sequence[str], cwd: str, env: Mapping[bytes, bytes], has_stdin: bool
+    argv: Sequence[str], cwd: str, env: Mapping[bytes, bytes], has_stdin: bool, spawn: Spawn
 ) -> subprocess.Popen[bytes]:
+    extra: dict[str, Any] = {}
+    if spawn.user is not None:
+        extra.update(user=spawn.user, group=spawn.group, extra_groups=[])
     try:
         return subprocess.Popen(
             list(argv),
@@ -196,6 +223,8 @@ def _spawn(
             cwd=cwd,
             env=env,
             start_new_session=True,
+            pass_fds=spawn.pass_fds,
+            **extra,
         )
     except OSError as exc:
         raise SpawnError(f"cannot start {argv[0]!r}: {exc.strerror or exc}") from exc
@@ -213,14 +242,15 @@ async def run_process(
     on_stderr: OutputCallback | None = None,
     kill_grace: float = 0.5,
     groups: ProcessGroups | None = None,
+    spawn: Spawn = Spawn(),
 ) -> Outcome:
     """Run ``argv`` to completion under supervision and return what happened.
 
     :raises SpawnError: if the program cannot be started.
     """
     started = time.perf_counter()
-    proc = _spawn(argv, cwd, env, stdin is not None)
-    child = _Child(proc)
+    proc = _spawn(argv, cwd, env, stdin is not None, spawn)
+    child = _Child(proc, spawn.signal)
     assert proc.stdout is not None
     assert proc.stderr is not None
     streams = (
@@ -230,7 +260,11 @@ async def run_process(
     timed_out = False
     try:
         with groups.track(child.pid) if groups is not None else contextlib.nullcontext():
-            timed_out = await _Supervision(child, streams, stdin, timeout, kill_grace).run()
+            if spawn.prepare is not None:
+                with anyio.fail_after(timeout):
+                    await spawn.prepare(child.pid)
+            remaining = max(timeout - (time.perf_counter() - started), 0.001)
+            timed_out = await _Supervision(child, streams, stdin, remaining, kill_grace).run()
     except BaseException:
         with anyio.CancelScope(shield=True):
             await child.terminate(kill_grace)
@@ -394,5 +428,5 @@ class _Supervision:
 
     def _deadline(self) -> None:
         self.timed_out = True
-        _killpg(self.child.pid, signal.SIGTERM)
+        self.child.deliver(self.child.pid, signal.SIGTERM)
         self.timers.append(self.loop.call_later(self.grace, self.child.kill))

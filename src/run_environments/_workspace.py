@@ -13,17 +13,33 @@ from ._errors import InvalidOptionsError
 from ._models import check_relative_path
 
 
-def default_parent() -> str:
+def default_parent(shared: bool = False) -> str:
     """Where workspaces go: ``$RUNENV_TMPDIR``, else a memory-backed file system when one is
     writable (snippets are small, and creating and removing directories there is several
-    times faster than on a disk), else the system's temp directory."""
+    times faster than on a disk), else the system's temp directory. With ``shared``, only a
+    place that other users can reach (see :func:`reachable_by_others`)."""
     chosen = os.environ.get("RUNENV_TMPDIR")
     if chosen:
         return chosen
-    for candidate in (os.environ.get("XDG_RUNTIME_DIR"), "/dev/shm"):
+    for candidate in (os.environ.get("XDG_RUNTIME_DIR"), "/dev/shm", tempfile.gettempdir()):
         if candidate and os.path.isdir(candidate) and os.access(candidate, os.W_OK | os.X_OK):
-            return candidate
+            if not shared or reachable_by_others(candidate):
+                return candidate
     return tempfile.gettempdir()
+
+
+def reachable_by_others(path: str) -> bool:
+    """Whether every directory from ``/`` down to ``path`` lets other users pass through."""
+    current = os.path.realpath(path)
+    while True:
+        try:
+            if not os.stat(current).st_mode & stat.S_IXOTH:
+                return False
+        except OSError:
+            return False
+        if current == "/":
+            return True
+        current = os.path.dirname(current)
 
 
 @contextlib.contextmanager

@@ -28,6 +28,7 @@ pytestmark = pytest.mark.anyio
 RESULT_FIELDS = {
     "success", "stdout", "stderr", "exit_code", "execution_time", "error", "timed_out", "signal",
     "stdout_truncated", "stderr_truncated", "language", "environment", "compile",
+    "oom_killed", "cpu_time", "memory_peak",
 }  # fmt: skip
 
 

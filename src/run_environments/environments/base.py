@@ -33,6 +33,7 @@ class EnvironmentStatus:
     ready: bool
     reason: str | None = None
     languages: tuple[LanguageSupport, ...] = ()
+    notes: tuple[str, ...] = ()
 
 
 class RunEnvironment(abc.ABC):
@@ -100,6 +101,9 @@ def stage_fields(outcome: Outcome, timeout: float) -> dict[str, Any]:
         "signal": outcome.signal,
         "stdout_truncated": outcome.stdout_truncated,
         "stderr_truncated": outcome.stderr_truncated,
+        "oom_killed": outcome.oom_killed,
+        "cpu_time": outcome.cpu_time,
+        "memory_peak": outcome.memory_peak,
     }
 
 
@@ -107,6 +111,8 @@ def describe_failure(outcome: Outcome, timeout: float) -> str:
     """Why a stage did not succeed, in one line."""
     if outcome.timed_out:
         return f"timed out after {timeout:g} s"
+    if outcome.oom_killed:
+        return "killed: out of memory"
     for stream in ("stdout", "stderr"):
         if getattr(outcome, f"{stream}_truncated"):
             return f"{stream} passed the output limit; the program was stopped"
@@ -117,9 +123,11 @@ def describe_failure(outcome: Outcome, timeout: float) -> str:
 
 @dataclass(frozen=True)
 class Workspace:
-    """Where a run's files live, as the program sees the path."""
+    """Where a run's files live: ``path`` as the program sees it, ``host`` on this machine
+    (when the workspace is on this machine)."""
 
     path: str
+    host: str | None = None
 
 
 class CommandRunEnvironment(RunEnvironment):
@@ -135,7 +143,8 @@ class CommandRunEnvironment(RunEnvironment):
 
     @abc.abstractmethod
     async def _which(self, program: str) -> str | None:
-        """The path of ``program`` where commands run, or None."""
+        """The path of ``program`` where commands run, or None. ``{python}`` asks for the
+        environment's preferred Python, if it has one."""
 
     @abc.abstractmethod
     def _workspace(self) -> contextlib.AbstractAsyncContextManager[Workspace]:
@@ -163,7 +172,7 @@ class CommandRunEnvironment(RunEnvironment):
         if language.name not in self._toolchains:
             found: dict[str, str | None] = {}
             for argv in (*language.compile, *language.run):
-                if not argv[0].startswith("{"):
+                if argv[0] == "{python}" or not argv[0].startswith("{"):
                     found[argv[0]] = await self._which(argv[0])
             self._toolchains[language.name] = resolve(language, found.__getitem__)
         return self._toolchains[language.name]

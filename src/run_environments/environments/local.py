@@ -6,6 +6,7 @@ import contextlib
 import itertools
 import os
 import shutil
+import sys
 import uuid
 from collections.abc import AsyncIterator
 
@@ -52,6 +53,8 @@ class LocalRunEnvironment(CommandRunEnvironment):
         self._path = path if path is not None else os.environ.get("PATH", os.defpath)
 
     async def _which(self, program: str) -> str | None:
+        if program == "{python}":
+            return sys.executable or None
         return shutil.which(program, path=self._path)
 
     @contextlib.asynccontextmanager
@@ -59,7 +62,7 @@ class LocalRunEnvironment(CommandRunEnvironment):
         with temporary_directory(self._tmp_dir) as path:
             self._workspaces.add(path)
             try:
-                yield Workspace(path)
+                yield Workspace(path, host=path)
             finally:
                 self._workspaces.discard(path)
 
