@@ -18,7 +18,7 @@ from ._registry import create_environment, environment_names
 from .environments.base import EnvironmentStatus, RunEnvironment
 
 TIMEOUT_STATUS = 124
-DEFAULT_ENVIRONMENTS = ("local",)
+DEFAULT_ENVIRONMENTS = ("sandbox", "local")
 """Tried in order when no ``--env`` is given: the first one ready runs the code."""
 
 err = Console(stderr=True, highlight=False)
@@ -87,6 +87,7 @@ def main() -> None:
 @click.option("--stdin", "stdin_text", help="Text for the program's standard input.")
 @click.option("--stdin-file", type=click.File("rb"), help="File for standard input ('-': ours).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.option("-v", "--verbose", is_flag=True, help="Say which environment ran, and how long.")
 def run(
     file: str | None,
     args: tuple[str, ...],
@@ -97,10 +98,12 @@ def run(
     stdin_text: str | None,
     stdin_file: Any,
     as_json: bool,
+    verbose: bool,
 ) -> None:
     """Run FILE (or --code) and exit with the program's status (124 on timeout).
 
-    Program arguments follow FILE, or `--` when --code is used.
+    Program arguments follow FILE, or `--` when --code is used. Without --env the code runs
+    in the sandbox when it is ready here, else locally.
     """
     if code is not None and file is not None:
         args = (file, *args)  # with --code, everything positional is an argument
@@ -135,6 +138,9 @@ def run(
             sys.stderr.write(result.compile.stdout + result.compile.stderr)
         if not result.success:
             err.print(f"[dim]runenv ({result.environment}): {result.error}[/dim]")
+        elif verbose or sys.stderr.isatty():
+            took = f"{result.execution_time * 1000:.0f} ms"
+            err.print(f"[dim]runenv: ran in the {result.environment} environment ({took})[/dim]")
     sys.exit(exit_status(result))
 
 
@@ -182,6 +188,8 @@ def doctor() -> None:
         any_ready |= status.ready
         mark = "[green]✓[/green]" if status.ready else "[red]✗[/red]"
         console.print(f"{mark} {name}" + ("" if status.ready else f": {status.reason}"))
+        for note in status.notes:
+            console.print(f"    {note}")
         for lang in status.languages:
             if not lang.available:
                 console.print(f"    {lang.name}: {lang.missing}")

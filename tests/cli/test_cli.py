@@ -60,9 +60,21 @@ def test_json_output() -> None:
     data = json.loads(done.stdout)
     assert data["stdout"] == "x\n"
     assert data["success"] is True
-    assert data["environment"] == "local"
     assert data["language"] == "python"
     assert done.returncode == 0
+
+
+def test_sandbox_is_the_default_when_ready() -> None:
+    done = runenv("run", "-c", "import os; print(os.getcwd())", "--verbose")
+    assert done.stdout == "/workspace\n"
+    assert "ran in the sandbox environment" in done.stderr
+
+
+def test_environment_flag_chooses_local() -> None:
+    done = runenv("run", "-e", "local", "-c", "import os; print(os.getcwd())", "--json")
+    data = json.loads(done.stdout)
+    assert data["environment"] == "local"
+    assert data["stdout"] != "/workspace\n"
 
 
 def test_compile_failure_is_shown_with_its_status() -> None:
@@ -80,7 +92,8 @@ def test_output_streams_live(tmp_path: Path) -> None:
         f"for _ in range(300):\n    if os.path.exists({str(flag)!r}): break\n"
         "    time.sleep(0.05)\nelse:\n    sys.exit(9)\nprint('second')"
     )
-    with subprocess.Popen([RUNENV, "run", "-c", code], stdout=subprocess.PIPE, text=True) as proc:
+    command = [RUNENV, "run", "-e", "local", "-c", code]  # the flag is a host file
+    with subprocess.Popen(command, stdout=subprocess.PIPE, text=True) as proc:
         assert proc.stdout is not None
         assert proc.stdout.readline() == "first\n"
         flag.write_text("")
@@ -120,6 +133,8 @@ def test_doctor_reports_ready_environments(tmp_path: Path) -> None:
     done = runenv("doctor")
     assert done.returncode == 0
     assert "✓ local" in done.stdout
+    assert "✓ sandbox" in done.stdout
+    assert "limits enforced with cgroup" in done.stdout
 
 
 def test_doctor_says_what_to_install() -> None:
@@ -133,6 +148,7 @@ def test_doctor_says_what_to_install() -> None:
         check=False,
     )
     assert "ruby: ruby not found; install ruby (apt-get install ruby)" in done.stdout
+    assert "✗ sandbox: bubblewrap is not installed (apt-get install bubblewrap)" in done.stdout
 
 
 @pytest.mark.parametrize("flag", ["--help", "--version"])

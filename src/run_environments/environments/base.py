@@ -107,6 +107,9 @@ def stage_fields(outcome: Outcome, timeout: float) -> dict[str, Any]:
     }
 
 
+LIMIT_SIGNALS = {"SIGXCPU": "CPU time", "SIGXFSZ": "file size"}
+
+
 def describe_failure(outcome: Outcome, timeout: float) -> str:
     """Why a stage did not succeed, in one line."""
     if outcome.timed_out:
@@ -116,6 +119,8 @@ def describe_failure(outcome: Outcome, timeout: float) -> str:
     for stream in ("stdout", "stderr"):
         if getattr(outcome, f"{stream}_truncated"):
             return f"{stream} passed the output limit; the program was stopped"
+    if outcome.signal in LIMIT_SIGNALS:
+        return f"exceeded its {LIMIT_SIGNALS[outcome.signal]} limit ({outcome.signal})"
     if outcome.signal is not None:
         return f"killed by {outcome.signal}"
     return f"exited with code {outcome.exit_code}"

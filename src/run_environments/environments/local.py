@@ -30,6 +30,7 @@ class LocalRunEnvironment(CommandRunEnvironment):
         directory).
     :param kill_grace: seconds between SIGTERM and SIGKILL when a run is stopped.
     :param path: where interpreters and compilers are looked for (default: ``$PATH``).
+    :param python: the Python interpreter (default: the one running this package).
     """
 
     name = "local"
@@ -41,6 +42,7 @@ class LocalRunEnvironment(CommandRunEnvironment):
         tmp_dir: str | None = None,
         kill_grace: float = 0.5,
         path: str | None = None,
+        python: str | None = None,
     ) -> None:
         super().__init__()
         self._inherit_env = inherit_env
@@ -51,10 +53,11 @@ class LocalRunEnvironment(CommandRunEnvironment):
         self._instance = uuid.uuid4().hex
         self._runs = itertools.count()
         self._path = path if path is not None else os.environ.get("PATH", os.defpath)
+        self._python = python or sys.executable or None
 
     async def _which(self, program: str) -> str | None:
         if program == "{python}":
-            return sys.executable or None
+            return self._python
         return shutil.which(program, path=self._path)
 
     @contextlib.asynccontextmanager

@@ -91,6 +91,7 @@ def run_arguments(
     args += ["--ro-bind-data", str(fds.group), "/etc/group"]
     for name, value in env.items():
         args += ["--setenv", name, value]
+    args += ["--remount-ro", "/"]  # after every mount: only /workspace and /tmp are writable
     args += ["--seccomp", str(fds.seccomp), "--info-fd", str(fds.info)]
     args += ["--block-fd", str(fds.block), "--"]
     return args

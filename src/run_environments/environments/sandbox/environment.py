@@ -314,7 +314,8 @@ class SandboxRunEnvironment(CommandRunEnvironment):
         if limits.disk is not None:
             args.append(f"--fsize={limits.disk}")
         if limits.cpu_time is not None:
-            args.append(f"--cpu={math.ceil(limits.cpu_time)}")
+            seconds = math.ceil(limits.cpu_time)  # SIGXCPU at the limit, SIGKILL a second on
+            args.append(f"--cpu={seconds}:{seconds + 1}")
         if self._cgroups is None and limits.memory is not None:
             args.append(f"--data={limits.memory}")
         if self._cgroups is None and limits.processes is not None:
@@ -467,4 +468,3 @@ def _with_parents(root: str, relative: str, include_last: bool = True) -> Iterat
     parts = relative.split("/")
     for i in range(1, len(parts) + (1 if include_last else 0)):
         yield os.path.join(root, *parts[:i])
-
