@@ -17,11 +17,42 @@ from run_environments.environments.sandbox import cgroups as cgroup_support
 SANDBOX_UID = 65534
 
 
-def sandbox_processes() -> list[str]:
-    """Live processes running as the sandbox's uid (nothing else on a test machine does)."""
-    found = []
+def _parents() -> dict[int, int]:
+    parents = {}
     for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
+        if entry.name.isdigit():
+            try:
+                stat = Path(f"/proc/{entry.name}/stat").read_text()
+            except OSError:
+                continue
+            parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+    return parents
+
+
+def held(env: SandboxRunEnvironment | None) -> set[int]:
+    """Processes of the sandboxes that ``env`` holds started ahead, by design."""
+    roots = set()
+    if env is not None:
+        roots = {s.started.pid for s in env._prestarted.values() if s.started is not None}
+    found: set[int] = set()
+    parents = _parents()
+    for pid in parents:
+        current = pid
+        while current > 1:
+            if current in roots:
+                found.add(pid)
+                break
+            current = parents.get(current, 0)
+    return found
+
+
+def sandbox_processes(env: SandboxRunEnvironment | None = None) -> list[str]:
+    """Live processes running as the sandbox's uid (nothing else on a test machine does),
+    but for those of sandboxes ``env`` holds started ahead."""
+    found = []
+    excluded = held(env)
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit() or int(entry.name) in excluded:
             continue
         try:
             status = Path(f"/proc/{entry.name}/status").read_text()
@@ -33,17 +64,28 @@ def sandbox_processes() -> list[str]:
     return found
 
 
-async def sandbox_leftovers(env: SandboxRunEnvironment, tmp: Path) -> list[str]:
-    for _ in range(50):  # a killed namespace takes a moment to disappear
-        left = sandbox_processes()
+async def eventually_no_processes(env: SandboxRunEnvironment | None = None) -> list[str]:
+    """The sandbox processes still there after a moment (a killed namespace takes one)."""
+    for _ in range(100):
+        left = sandbox_processes(env)
         if not left:
             break
         await anyio.sleep(0.02)
+    return left
+
+
+async def sandbox_leftovers(env: SandboxRunEnvironment, tmp: Path) -> list[str]:
+    """What ``env`` left: processes, workspaces and slots, cgroups (but what it holds ahead)."""
+    left = await eventually_no_processes(env)
+    ahead = env._prestarted.values()
+    slots = {s.slot for s in ahead}
+    cgroup_dirs = {str(s.cgroup.directories[0]) for s in ahead if s.cgroup is not None}
     cgroups = []
     if env._cgroups is not None:
         prefix = f"{cgroup_support.PREFIX}{env._instance}-"
         cgroups = [str(c.directories[0]) for c in env._cgroups.leftovers(prefix)]
-    return [str(p) for p in tmp.iterdir()] + left + cgroups
+    paths = [str(p) for p in tmp.iterdir() if str(p) not in slots]
+    return paths + left + [c for c in cgroups if c not in cgroup_dirs]
 
 
 @pytest.fixture
@@ -59,4 +101,5 @@ def shared_tmp() -> Iterator[Path]:
 async def sandbox(shared_tmp: Path) -> AsyncIterator[SandboxRunEnvironment]:
     async with SandboxRunEnvironment(tmp_dir=str(shared_tmp)) as env:
         yield env
+    assert not env._prestarted
     assert await sandbox_leftovers(env, shared_tmp) == []

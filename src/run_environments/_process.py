@@ -230,6 +230,113 @@ def _spawn(
         raise SpawnError(f"cannot start {argv[0]!r}: {exc.strerror or exc}") from exc
 
 
+class Started:
+    """A spawned (and prepared) process whose supervision has not begun.
+
+    ``at`` is when its run began; whoever releases a held process resets it.
+    """
+
+    def __init__(self, child: _Child, at: float) -> None:
+        self.child = child
+        self.at = at
+
+    @property
+    def pid(self) -> int:
+        return self.child.pid
+
+    def alive(self) -> bool:
+        return self.child.proc.poll() is None
+
+    async def abandon(self, grace: float = 0.0) -> None:
+        """Stop it (and all it started) without supervising it, then reap it."""
+        with anyio.CancelScope(shield=True):
+            await self.child.terminate(grace)
+        self.child.reap()
+        self.child.close()
+
+
+async def start_process(
+    argv: Sequence[str],
+    *,
+    cwd: str,
+    env: Mapping[bytes, bytes],
+    stdin: bool,
+    spawn: Spawn = Spawn(),
+    timeout: float,
+) -> Started:
+    """Spawn ``argv`` and run ``spawn.prepare`` on it (within ``timeout``).
+
+    :param stdin: whether the process gets a pipe for standard input (else /dev/null).
+    :raises SpawnError: if the program cannot be started.
+    :raises TimeoutError: if preparing it took longer than ``timeout``.
+    """
+    at = time.perf_counter()
+    child = _Child(_spawn(argv, cwd, env, stdin, spawn), spawn.signal)
+    started = Started(child, at)
+    if spawn.prepare is not None:
+        try:
+            with anyio.fail_after(timeout):
+                await spawn.prepare(child.pid)
+        except BaseException:
+            await started.abandon()
+            raise
+    return started
+
+
+async def supervise(
+    started: Started,
+    *,
+    timeout: float,
+    stdin: bytes | None = None,
+    max_output_bytes: int,
+    on_stdout: OutputCallback | None = None,
+    on_stderr: OutputCallback | None = None,
+    kill_grace: float = 0.5,
+    groups: ProcessGroups | None = None,
+    release: Callable[[], None] | None = None,
+) -> Outcome:
+    """Supervise a started process to its end and return what happened.
+
+    :param release: called first, to let a process that was held go on.
+    """
+    child = started.child
+    proc = child.proc
+    assert proc.stdout is not None
+    assert proc.stderr is not None
+    if stdin is None and proc.stdin is not None:
+        proc.stdin.close()  # a pipe made in advance: the program reads end-of-file
+    streams = (
+        _Stream(file=proc.stdout, limit=max_output_bytes, callback=on_stdout),
+        _Stream(file=proc.stderr, limit=max_output_bytes, callback=on_stderr),
+    )
+    timed_out = False
+    try:
+        with groups.track(child.pid) if groups is not None else contextlib.nullcontext():
+            if release is not None:
+                release()
+            timed_out = await _Supervision(child, streams, stdin, timeout, kill_grace).run()
+    except BaseException:
+        with anyio.CancelScope(shield=True):
+            await child.terminate(kill_grace)
+        raise
+    finally:
+        code, usage = child.reap()
+        child.close()
+    duration = time.perf_counter() - started.at
+    return Outcome(
+        exit_code=code if code >= 0 else None,
+        signal=signal.Signals(-code).name if code < 0 else None,
+        timed_out=timed_out,
+        stdout=bytes(streams[0].data),
+        stderr=bytes(streams[1].data),
+        stdout_truncated=streams[0].truncated,
+        stderr_truncated=streams[1].truncated,
+        duration=duration,
+        cpu_time=usage.ru_utime + usage.ru_stime,
+        memory_peak=usage.ru_maxrss * 1024,
+    )
+
+
 async def run_process(
     argv: Sequence[str],
     *,
@@ -248,42 +355,19 @@ async def run_process(
 
     :raises SpawnError: if the program cannot be started.
     """
-    started = time.perf_counter()
-    proc = _spawn(argv, cwd, env, stdin is not None, spawn)
-    child = _Child(proc, spawn.signal)
-    assert proc.stdout is not None
-    assert proc.stderr is not None
-    streams = (
-        _Stream(file=proc.stdout, limit=max_output_bytes, callback=on_stdout),
-        _Stream(file=proc.stderr, limit=max_output_bytes, callback=on_stderr),
+    started = await start_process(
+        argv, cwd=cwd, env=env, stdin=stdin is not None, spawn=spawn, timeout=timeout
     )
-    timed_out = False
-    try:
-        with groups.track(child.pid) if groups is not None else contextlib.nullcontext():
-            if spawn.prepare is not None:
-                with anyio.fail_after(timeout):
-                    await spawn.prepare(child.pid)
-            remaining = max(timeout - (time.perf_counter() - started), 0.001)
-            timed_out = await _Supervision(child, streams, stdin, remaining, kill_grace).run()
-    except BaseException:
-        with anyio.CancelScope(shield=True):
-            await child.terminate(kill_grace)
-        raise
-    finally:
-        code, usage = child.reap()
-        child.close()
-    duration = time.perf_counter() - started
-    return Outcome(
-        exit_code=code if code >= 0 else None,
-        signal=signal.Signals(-code).name if code < 0 else None,
-        timed_out=timed_out,
-        stdout=bytes(streams[0].data),
-        stderr=bytes(streams[1].data),
-        stdout_truncated=streams[0].truncated,
-        stderr_truncated=streams[1].truncated,
-        duration=duration,
-        cpu_time=usage.ru_utime + usage.ru_stime,
-        memory_peak=usage.ru_maxrss * 1024,
+    remaining = max(timeout - (time.perf_counter() - started.at), 0.001)
+    return await supervise(
+        started,
+        timeout=remaining,
+        stdin=stdin,
+        max_output_bytes=max_output_bytes,
+        on_stdout=on_stdout,
+        on_stderr=on_stderr,
+        kill_grace=kill_grace,
+        groups=groups,
     )
 
 

@@ -15,13 +15,12 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-import anyio
 import pytest
 
 from run_environments import ExecutionResult, InvalidOptionsError, Limits, SpawnError
 from run_environments.environments.sandbox import SandboxRunEnvironment
 from tests.fixtures import program
-from tests.sandboxing import sandbox_processes
+from tests.sandboxing import eventually_no_processes
 
 pytestmark = pytest.mark.anyio
 
@@ -216,15 +215,7 @@ async def test_fork_bomb(sandbox: SandboxRunEnvironment) -> None:
     code = "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass"
     result = await run(sandbox, code, timeout=3, limits=Limits(processes=64))
     assert result.timed_out and not result.success
-    assert sandbox_processes() == [] or await _eventually_no_processes()
-
-
-async def _eventually_no_processes() -> bool:
-    for _ in range(100):
-        if not sandbox_processes():
-            return True
-        await anyio.sleep(0.02)
-    return False
+    assert await eventually_no_processes(sandbox) == []
 
 
 async def test_memory_bomb(sandbox: SandboxRunEnvironment) -> None:
@@ -247,7 +238,7 @@ async def test_output_flood(sandbox: SandboxRunEnvironment) -> None:
 async def test_double_forked_daemon_dies_with_the_run(sandbox: SandboxRunEnvironment) -> None:
     result = await run(sandbox, program("daemon.py"))
     assert "parent done" in result.stdout
-    assert await _eventually_no_processes()
+    assert await eventually_no_processes(sandbox) == []
 
 
 async def test_daemon_that_leaves_the_session_dies_on_timeout(
@@ -256,7 +247,7 @@ async def test_daemon_that_leaves_the_session_dies_on_timeout(
     code = program("daemon.py").replace('print("parent done"', 'time.sleep(60)\nprint("late"')
     result = await run(sandbox, code, timeout=1)
     assert result.timed_out
-    assert await _eventually_no_processes()
+    assert await eventually_no_processes(sandbox) == []
 
 
 async def test_ignoring_sigterm(sandbox: SandboxRunEnvironment) -> None:

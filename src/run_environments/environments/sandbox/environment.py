@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
+import atexit
 import contextlib
 import dataclasses
 import itertools
-import json
 import math
 import os
 import shutil
 import signal
 import subprocess
+import tempfile
+import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+import weakref
+from collections.abc import AsyncIterator, Coroutine, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +26,7 @@ import anyio
 from ..._errors import EnvironmentUnavailableError, InvalidOptionsError, RunEnvironmentError
 from ..._languages import Language
 from ..._models import ExecutionOptions, Limits, check_relative_path
-from ..._process import Outcome, ProcessGroups, Spawn, run_process
+from ..._process import Outcome, ProcessGroups, supervise
 from ..._workspace import (
     default_parent,
     reachable_by_others,
@@ -32,98 +37,34 @@ from ..._workspace import (
 from ..base import CommandRunEnvironment, EnvironmentStatus, Workspace
 from . import bwrap as bubblewrap
 from . import cgroups, seccomp
+from .launch import Sandbox, move_entries
+
+MAX_PRESTARTED = 4
+"""Sandboxes started ahead at once, one per shape; the oldest makes room for a new one."""
+
+_OPEN: weakref.WeakSet[SandboxRunEnvironment] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_all() -> None:
+    for env in list(_OPEN):
+        env.close_now()
+
+
+@dataclass(frozen=True)
+class _Shape:
+    """What must match for a sandbox started ahead to serve a run."""
+
+    argv: tuple[str, ...]
+    env: tuple[tuple[str, str], ...]
+    cwd: str
+    limits: Limits
+
 
 DEFAULT_LIMITS = Limits(
     memory=512 << 20, processes=256, disk=256 << 20, open_files=1024, cpu_time=None
 )
 """Limits of every run unless the environment or the execution says otherwise."""
-
-
-class _Run:
-    """One sandboxed run's moving parts: its descriptors, cgroup and namespace init."""
-
-    def __init__(self, cgroup: cgroups.RunCgroup | None) -> None:
-        self.cgroup = cgroup
-        self.init_pid: int | None = None
-        self.started = False
-        self.ours: list[int] = []  # kept by us
-        self.theirs: list[int] = []  # passed to bubblewrap, closed once it has them
-
-    def pipe(self) -> tuple[int, int]:
-        read, write = os.pipe()
-        self.ours.append(read)
-        self.ours.append(write)
-        return read, write
-
-    def give(self, fd: int) -> int:
-        if fd in self.ours:
-            self.ours.remove(fd)
-        self.theirs.append(fd)
-        return fd
-
-    def close_theirs(self) -> None:
-        while self.theirs:
-            os.close(self.theirs.pop())
-
-    def close(self, fd: int) -> None:
-        if fd in self.ours:
-            self.ours.remove(fd)
-            os.close(fd)
-
-    def close_all(self) -> None:
-        self.close_theirs()
-        while self.ours:
-            os.close(self.ours.pop())
-
-    def signal(self, pid: int, sig: int) -> None:
-        """Deliver ``sig`` to the sandboxed processes, not to bubblewrap's monitor: the
-        monitor dies on SIGTERM and would take the program down with no grace."""
-        if self.cgroup is not None:
-            if sig == signal.SIGKILL:
-                self.cgroup.kill()
-            else:
-                for member in _members(self.cgroup):
-                    with contextlib.suppress(ProcessLookupError, PermissionError):
-                        os.kill(member, sig)
-        elif self.init_pid is not None and sig != signal.SIGKILL:
-            for child in _children(self.init_pid):
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.kill(child, sig)
-        if sig == signal.SIGKILL:
-            if self.init_pid is not None:  # the namespace dies with its init
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.kill(self.init_pid, signal.SIGKILL)
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(pid, signal.SIGKILL)
-
-
-def _members(cgroup: cgroups.RunCgroup) -> list[int]:
-    pids: set[int] = set()
-    for directory in cgroup.directories:
-        with contextlib.suppress(OSError):
-            pids.update(int(p) for p in (directory / "cgroup.procs").read_text().split())
-    return sorted(pids)
-
-
-def _children(pid: int) -> list[int]:
-    try:
-        return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-    except OSError:
-        return []
-
-
-async def _read_to_end(fd: int) -> bytes:
-    os.set_blocking(fd, False)
-    data = b""
-    while True:
-        await anyio.wait_readable(fd)
-        try:
-            chunk = os.read(fd, 4096)
-        except BlockingIOError:
-            continue
-        if not chunk:
-            return data
-        data += chunk
 
 
 class SandboxRunEnvironment(CommandRunEnvironment):
@@ -142,6 +83,9 @@ class SandboxRunEnvironment(CommandRunEnvironment):
     :param tmp_dir: where workspaces are made on the host (see ``LocalRunEnvironment``).
     :param kill_grace: seconds between SIGTERM and SIGKILL when a run is stopped.
     :param bwrap: the bubblewrap program (default: ``bwrap`` on ``PATH``).
+    :param prestart: after each run, set up a sandbox for the next run of the same shape
+        (command, environment, working directory, limits) in the background, so that it
+        skips bubblewrap's set-up. Each sandbox still serves one run only.
     """
 
     name = "sandbox"
@@ -154,8 +98,10 @@ class SandboxRunEnvironment(CommandRunEnvironment):
         tmp_dir: str | None = None,
         kill_grace: float = 0.5,
         bwrap: str | None = None,
+        prestart: bool = True,
     ) -> None:
         super().__init__()
+        self.prestart = prestart
         self.network = network
         self.limits = limits.over(DEFAULT_LIMITS) if limits is not None else DEFAULT_LIMITS
         self._kill_grace = kill_grace
@@ -174,6 +120,11 @@ class SandboxRunEnvironment(CommandRunEnvironment):
         self._groups = ProcessGroups()
         self._workspaces: set[str] = set()
         self._stale: list[cgroups.RunCgroup] = []
+        self._slots: set[str] = set()
+        self._prestarted: dict[_Shape, Sandbox] = {}
+        self._warming: dict[_Shape, asyncio.Task[Any]] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        _OPEN.add(self)
         self._static: list[str] | None = None
         self._problem: str | None = None
         self._checked = False
@@ -188,7 +139,11 @@ class SandboxRunEnvironment(CommandRunEnvironment):
             try:
                 async with self._workspace() as workspace:
                     outcome = await self._sandboxed(
-                        ["/bin/sh", "-c", "exit 0"], workspace, ExecutionOptions(), timeout=30
+                        ["/bin/sh", "-c", "exit 0"],
+                        workspace,
+                        ExecutionOptions(),
+                        timeout=30,
+                        prestart=False,
                     )
                 if outcome.exit_code != 0:
                     self._problem = "a test run failed: " + outcome.stderr.decode(errors="replace")
@@ -346,49 +301,25 @@ class SandboxRunEnvironment(CommandRunEnvironment):
         env: dict[str, str] | None = None,
         stdin: bytes | None = None,
         stream: bool = False,
+        prestart: bool = True,
     ) -> Outcome:
         assert workspace.host is not None
-        limits = options.limits.over(self.limits)
-        cgroup = self._new_cgroup(limits)
-        run = _Run(cgroup)
+        shape = _Shape(
+            argv=tuple(argv),
+            env=tuple((env or {"PATH": bubblewrap.PATH}).items()),
+            cwd=self._cwd(workspace, options.cwd),
+            limits=options.limits.over(self.limits),
+        )
+        sandbox = await self._claim(shape, timeout)
+        if sandbox is None:
+            sandbox = await self._launch(shape, staging=workspace.host, timeout=timeout)
+        else:
+            move_entries(workspace.host, sandbox.slot)
+        assert sandbox.started is not None
         try:
-            info_read, info_write = run.pipe()
-            block_read, block_write = run.pipe()
-            fds = bubblewrap.Fds(
-                seccomp=run.give(bubblewrap.data_fd(seccomp.compile_filter(self.network))),
-                passwd=run.give(bubblewrap.data_fd(bubblewrap.PASSWD.encode())),
-                group=run.give(bubblewrap.data_fd(bubblewrap.GROUP.encode())),
-                info=run.give(info_write),
-                block=run.give(block_read),
-            )
-            command = [
-                *self._static_arguments(),
-                *bubblewrap.run_arguments(
-                    fds=fds,
-                    workspace=workspace.host,
-                    tmp_size=limits.disk or DEFAULT_LIMITS.disk or 0,
-                    cwd=self._cwd(workspace, options.cwd),
-                    env=env or {"PATH": bubblewrap.PATH},
-                ),
-                *self._limit_argv(limits),
-                *argv,
-            ]
-
-            async def prepare(pid: int) -> None:
-                run.close_theirs()
-                info = await _read_to_end(info_read)
-                if info:
-                    run.started = True
-                    run.init_pid = json.loads(info)["child-pid"]
-                    if cgroup is not None:
-                        with contextlib.suppress(ProcessLookupError):  # died in its set-up
-                            cgroup.attach(run.init_pid)
-                run.close(block_write)  # the sandbox goes on
-
-            outcome = await run_process(
-                command,
-                cwd=workspace.host,
-                env={},
+            sandbox.started.at = time.perf_counter()
+            outcome = await supervise(
+                sandbox.started,
                 timeout=timeout,
                 stdin=stdin,
                 max_output_bytes=options.max_output_bytes,
@@ -396,23 +327,99 @@ class SandboxRunEnvironment(CommandRunEnvironment):
                 on_stderr=options.on_stderr if stream else None,
                 kill_grace=self._kill_grace,
                 groups=self._groups,
-                spawn=Spawn(
-                    pass_fds=tuple(run.theirs),
-                    user=self._user[0] if self._user else None,
-                    group=self._user[1] if self._user else None,
-                    prepare=prepare,
-                    signal=run.signal,
-                ),
+                release=sandbox.release,
             )
         finally:
-            run.close_all()
-            if cgroup is not None:
-                usage = cgroup.usage()
-                await self._retire(cgroup)
-        if not run.started:
+            usage = await self._dispose(sandbox, back_to=workspace.host)
+        if prestart and self.prestart:
+            self._prestart(shape)  # after the run, so that it does not compete with it
+        if not sandbox.made:
             message = outcome.stderr.decode(errors="replace").strip()
             raise EnvironmentUnavailableError(f"the sandbox did not start: {message}")
-        return _translate(outcome, usage if cgroup is not None else None)
+        return _translate(outcome, usage)
+
+    async def _launch(self, shape: _Shape, *, staging: str | None, timeout: float) -> Sandbox:
+        """Start a sandbox for ``shape``; with ``staging``, its files go in first (so that a
+        working directory among them exists when bubblewrap sets up)."""
+        slot = tempfile.mkdtemp(prefix="runenv-slot-", dir=self._tmp_dir)
+        self._slots.add(slot)
+        self._own(slot)
+        sandbox = Sandbox(slot, None)
+        try:
+            if staging is not None:
+                move_entries(staging, slot)
+            sandbox.cgroup = self._new_cgroup(shape.limits)
+            await sandbox.start(
+                [*self._limit_argv(shape.limits), *shape.argv],
+                static=self._static_arguments(),
+                seccomp_filter=seccomp.compile_filter(self.network),
+                tmp_size=shape.limits.disk or DEFAULT_LIMITS.disk or 0,
+                cwd=shape.cwd,
+                env=dict(shape.env),
+                user=self._user,
+                timeout=timeout,
+            )
+        except BaseException:
+            await self._dispose(sandbox, back_to=staging)
+            raise
+        return sandbox
+
+    async def _dispose(self, sandbox: Sandbox, *, back_to: str | None) -> cgroups.Usage | None:
+        """Stop ``sandbox`` if it still runs, return its files, remove its slot and cgroup."""
+        if sandbox.started is not None and sandbox.started.alive():
+            await sandbox.started.abandon()
+        sandbox.close_descriptors()
+        usage = sandbox.cgroup.usage() if sandbox.cgroup is not None else None
+        if back_to is not None:
+            move_entries(sandbox.slot, back_to)
+        remove_tree(sandbox.slot)
+        self._slots.discard(sandbox.slot)
+        if sandbox.cgroup is not None:
+            await self._retire(sandbox.cgroup)
+        return usage
+
+    # -- started ahead --------------------------------------------------------------------
+    async def _claim(self, shape: _Shape, timeout: float) -> Sandbox | None:
+        warming = self._warming.get(shape)
+        if warming is not None:  # nearly ready: better than starting another from scratch
+            await asyncio.wait({warming}, timeout=timeout)
+        sandbox = self._prestarted.pop(shape, None)
+        if sandbox is not None and sandbox.started is not None and sandbox.started.alive():
+            return sandbox
+        if sandbox is not None:
+            self._spawn_task(self._dispose(sandbox, back_to=None))
+        return None
+
+    def _prestart(self, shape: _Shape) -> None:
+        """Start a sandbox for the next run of this shape, in the background."""
+        if shape.cwd not in (bubblewrap.WORKDIR, "/tmp"):
+            return  # any other working directory must exist before set-up
+        if shape in self._prestarted or shape in self._warming:
+            return
+        while self._prestarted and len(self._prestarted) + len(self._warming) >= MAX_PRESTARTED:
+            oldest = next(iter(self._prestarted))
+            self._spawn_task(self._dispose(self._prestarted.pop(oldest), back_to=None))
+        if len(self._warming) >= MAX_PRESTARTED:
+            return
+        task = self._spawn_task(self._warm(shape))
+        self._warming[shape] = task
+        task.add_done_callback(lambda _: self._warming.pop(shape, None))
+
+    async def _warm(self, shape: _Shape) -> None:
+        try:
+            sandbox = await self._launch(shape, staging=None, timeout=30)
+        except Exception:
+            return  # the next run starts its own sandbox, and reports what goes wrong
+        if shape in self._prestarted:
+            await self._dispose(sandbox, back_to=None)
+        else:
+            self._prestarted[shape] = sandbox
+
+    def _spawn_task(self, work: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
 
     def _new_cgroup(self, limits: Limits) -> cgroups.RunCgroup | None:
         if self._cgroups is None:
@@ -435,7 +442,16 @@ class SandboxRunEnvironment(CommandRunEnvironment):
             self._stale.append(cgroup)
 
     async def cleanup(self) -> None:
-        """Kill every sandbox still running and remove every workspace and cgroup left."""
+        """Kill every sandbox still running or started ahead, and remove every workspace,
+        slot and cgroup left."""
+        loop = asyncio.get_running_loop()
+        tasks = [task for task in self._tasks if task.get_loop() is loop]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        while self._prestarted:
+            _, sandbox = self._prestarted.popitem()
+            await self._dispose(sandbox, back_to=None)
         self._groups.kill_all()
         stale = list(self._stale)
         if self._cgroups is not None:
@@ -443,8 +459,28 @@ class SandboxRunEnvironment(CommandRunEnvironment):
         self._stale = []
         for cgroup in stale:
             await self._retire(cgroup, within=2.0)
-        for path in list(self._workspaces):
+        for path in [*self._workspaces, *self._slots]:
             remove_tree(path)
+
+    def close_now(self) -> None:
+        """:meth:`cleanup` for when no event loop runs (at interpreter exit)."""
+        for sandbox in list(self._prestarted.values()):
+            if sandbox.started is not None:
+                sandbox.signal(sandbox.started.pid, signal.SIGKILL)
+                with contextlib.suppress(ChildProcessError):
+                    sandbox.started.child.reap()
+            sandbox.close_descriptors()
+        self._prestarted.clear()
+        self._groups.kill_all()
+        for path in [*self._workspaces, *self._slots]:
+            remove_tree(path)
+        if self._cgroups is not None:
+            for cgroup in self._cgroups.leftovers(f"{cgroups.PREFIX}{self._instance}-"):
+                cgroup.kill()
+                for _ in range(100):
+                    if cgroup.remove():
+                        break
+                    time.sleep(0.01)
 
 
 def _translate(outcome: Outcome, usage: cgroups.Usage | None) -> Outcome:
