@@ -29,3 +29,4 @@ format:
 ## bench: measure and write bench/RESULTS.md
 bench: setup
 	$(PY) bench/bench_local.py
+	$(PY) bench/bench_sandbox.py
