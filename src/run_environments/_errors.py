@@ -9,6 +9,10 @@ Everything the package raises derives from :class:`RunEnvironmentError`::
      ├── EnvironmentUnavailableError  the environment cannot run here (missing extra, tool, key)
      │    └── LanguageUnavailableError  the language is known but its tools are missing
      ├── SpawnError                   the operating system refused to start the program
+     ├── ServiceError                 a remote service refused or failed a request
+     │    ├── AuthenticationError     the credentials were missing or wrong
+     │    ├── RateLimitError          too many requests: retry after ``retry_after`` seconds
+     │    └── UnreachableError        the service could not be reached, or the connection dropped
      └── ExecutionFailed              raised by ``ExecutionResult.check()`` on a failed result
 
 A user program that fails is not an exception: it is an :class:`ExecutionResult` whose
@@ -67,6 +71,30 @@ class LanguageUnavailableError(EnvironmentUnavailableError):
 
 class SpawnError(RunEnvironmentError):
     """The operating system refused to start the program (for example, exec failed)."""
+
+
+class ServiceError(RunEnvironmentError):
+    """A remote service refused or failed a request; ``status`` is its HTTP status, if any."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        self.status = status
+        super().__init__(message)
+
+
+class AuthenticationError(ServiceError):
+    """The service wants credentials that were missing or wrong."""
+
+
+class RateLimitError(ServiceError):
+    """The service is overloaded or rate-limiting: retry after ``retry_after`` seconds."""
+
+    def __init__(self, message: str, status: int | None = 429, retry_after: float = 1.0):
+        self.retry_after = retry_after
+        super().__init__(message, status)
+
+
+class UnreachableError(ServiceError):
+    """The service could not be reached, or the connection dropped mid-request."""
 
 
 class ExecutionFailed(RunEnvironmentError):

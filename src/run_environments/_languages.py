@@ -28,6 +28,7 @@ class Language:
     :param filename: a fixed code file name, where the toolchain needs one.
     :param stream_env: variables set when output is streamed, so it is not held in buffers.
     :param install: what to install when no alternative is found.
+    :param version: arguments that make the (first) program print its version.
     """
 
     name: str
@@ -38,6 +39,7 @@ class Language:
     filename: str | None = None
     stream_env: Mapping[str, str] = field(default_factory=dict)
     install: str = ""
+    version: tuple[str, ...] = ("--version",)
 
     @property
     def code_filename(self) -> str:
@@ -107,6 +109,7 @@ LANGUAGES: tuple[Language, ...] = (
         suffix=".lua",
         run=(("lua", "{file}"), ("lua5.4", "{file}"), ("lua5.3", "{file}")),
         install="lua (apt-get install lua5.4)",
+        version=("-v",),
     ),
     Language(
         name="c",
@@ -136,6 +139,7 @@ LANGUAGES: tuple[Language, ...] = (
         compile=(("go", "build", "-o", "{exe}", "{file}"),),
         run=(("{exe}",),),
         install="go (apt-get install golang-go)",
+        version=("version",),
     ),
     Language(
         name="rust",

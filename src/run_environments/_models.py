@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import json
 import math
@@ -118,6 +119,7 @@ class ExecutionOptions:
     :param max_output_bytes: the most kept of each of stdout and stderr; a program that writes
         more is stopped and the result says the stream was truncated.
     :param compile_timeout: wall-clock limit of the compile step of compiled languages.
+    :param fetch_files: workspace-relative paths of files to return in ``result.files``.
     :param limits: resource limits, for environments that enforce them (see :class:`Limits`).
     :param on_stdout: called with stdout text as it arrives.
     :param on_stderr: called with stderr text as it arrives.
@@ -133,6 +135,7 @@ class ExecutionOptions:
     max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES
     compile_timeout: float = DEFAULT_COMPILE_TIMEOUT
     limits: Limits = field(default_factory=Limits)
+    fetch_files: Sequence[str] = ()
     on_stdout: OutputCallback | None = field(default=None, compare=False, repr=False)
     on_stderr: OutputCallback | None = field(default=None, compare=False, repr=False)
 
@@ -164,6 +167,11 @@ class ExecutionOptions:
         object.__setattr__(self, "args", tuple(self.args))
         object.__setattr__(self, "env", _check_str_map("env", self.env))
         object.__setattr__(self, "files", _check_files(self.files))
+        if isinstance(self.fetch_files, str | bytes):
+            raise InvalidOptionsError("fetch_files must be a sequence of paths")
+        object.__setattr__(
+            self, "fetch_files", tuple(check_relative_path(p) for p in self.fetch_files)
+        )
 
     def replace(self, **changes: Any) -> ExecutionOptions:
         """Return a copy with ``changes`` applied (and validated)."""
@@ -227,6 +235,13 @@ class ExecutionResult(_Stage):
     language: str = ""
     environment: str = ""
     compile: CompileResult | None = None
+    files: Mapping[str, bytes] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The result as JSON-ready data; fetched files' contents are base64."""
+        data = super().to_dict()
+        data["files"] = {k: base64.b64encode(v).decode() for k, v in self.files.items()}
+        return data
 
     def check(self) -> ExecutionResult:
         """Return the result if it succeeded.
@@ -243,4 +258,5 @@ class ExecutionResult(_Stage):
         fields = dict(data)
         if fields.get("compile") is not None:
             fields["compile"] = CompileResult.from_dict(fields["compile"])
+        fields["files"] = {k: base64.b64decode(v) for k, v in fields.get("files", {}).items()}
         return cls(**fields)

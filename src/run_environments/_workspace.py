@@ -7,7 +7,7 @@ import os
 import shutil
 import stat
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 from ._errors import InvalidOptionsError
 from ._models import check_relative_path
@@ -101,3 +101,37 @@ def working_directory(root: str, cwd: str | None) -> str:
     path = os.path.join(root, check_relative_path(cwd))
     os.makedirs(path, exist_ok=True)
     return path
+
+
+FETCH_LIMIT = 16 << 20
+"""The most read of one fetched file."""
+
+
+def read_files(root: str, paths: Sequence[str], limit: int = FETCH_LIMIT) -> dict[str, bytes]:
+    """Read regular files under ``root``, never following a link (the program may have made
+    some); missing files, links and anything but regular files are left out."""
+    found = {}
+    for relative in paths:
+        content = _read_beneath(root, check_relative_path(relative).split("/"), limit)
+        if content is not None:
+            found[relative] = content
+    return found
+
+
+def _read_beneath(root: str, parts: list[str], limit: int) -> bytes | None:
+    opened = [os.open(root, os.O_RDONLY | os.O_DIRECTORY)]
+    try:
+        for part in parts[:-1]:
+            flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
+            opened.append(os.open(part, flags, dir_fd=opened[-1]))
+        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK
+        opened.append(os.open(parts[-1], flags, dir_fd=opened[-1]))
+        if not stat.S_ISREG(os.fstat(opened[-1]).st_mode):
+            return None
+        with os.fdopen(os.dup(opened[-1]), "rb") as fh:
+            return fh.read(limit)
+    except OSError:
+        return None
+    finally:
+        for fd in opened:
+            os.close(fd)

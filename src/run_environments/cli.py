@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import signal as signals
 import sys
 from typing import Any
@@ -194,3 +195,61 @@ def doctor() -> None:
             if not lang.available:
                 console.print(f"    {lang.name}: {lang.missing}")
     sys.exit(0 if any_ready else 1)
+
+
+@main.command()
+@click.option("--host", help="Address to bind.  [default: 127.0.0.1]")
+@click.option("--port", type=int, help="Port to bind.  [default: 8000]")
+@click.option("-e", "--env", "environment", help="Default environment.  [default: sandbox]")
+@click.option(
+    "--allow-local", is_flag=True, default=None, help="Also offer the unisolated local environment."
+)
+@click.option(
+    "--token", envvar="RUNENV_TOKEN", help="API token required of clients ($RUNENV_TOKEN)."
+)
+@click.option(
+    "--max-concurrency", type=click.IntRange(min=1), help="Executions at once.  [default: 8]"
+)
+@click.option("--max-queue", type=click.IntRange(min=0), help="Executions waiting.  [default: 256]")
+@click.option("--max-body-bytes", type=click.IntRange(min=1), help="Largest request body.")
+@click.option(
+    "--max-timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Longest timeout a request may ask for, in seconds.",
+)
+@click.option(
+    "--grace",
+    type=click.FloatRange(min=0),
+    help="Seconds in-flight runs get on SIGTERM.  [default: 10]",
+)
+def serve(**flags: Any) -> None:
+    """Serve code execution over HTTP: the native API, SandboxFusion's /run_code and Piston's
+    /api/v2. Every option can also be set as RUNENV_<OPTION> (e.g. RUNENV_MAX_QUEUE)."""
+    try:
+        import uvicorn
+
+        from .server import ServerSettings, create_app
+    except ImportError as exc:
+        raise click.ClickException(
+            f"serving needs {exc.name}: pip install 'run-environments[server]'"
+        ) from exc
+    try:
+        settings = ServerSettings.from_env(**flags)
+        app = create_app(settings)
+    except RunEnvironmentError as exc:
+        raise click.ClickException(str(exc)) from exc
+    service = app.state.service
+    status = anyio.run(service.environment(None).status)
+    if not status.ready:
+        raise click.ClickException(
+            f"the {settings.environment} environment is not ready: {status.reason}"
+        )
+    err.print(f"runenv: serving the {settings.environment} environment on "
+              f"http://{settings.host}:{settings.port}")  # fmt: skip
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        timeout_graceful_shutdown=math.ceil(settings.grace),
+        log_level="warning",
+    )

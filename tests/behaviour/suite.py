@@ -28,7 +28,7 @@ pytestmark = pytest.mark.anyio
 RESULT_FIELDS = {
     "success", "stdout", "stderr", "exit_code", "execution_time", "error", "timed_out", "signal",
     "stdout_truncated", "stderr_truncated", "language", "environment", "compile",
-    "oom_killed", "cpu_time", "memory_peak",
+    "oom_killed", "cpu_time", "memory_peak", "files",
 }  # fmt: skip
 
 
@@ -112,6 +112,19 @@ class EnvironmentBehaviour:
         code = "print(open('data/input.txt').read())\nprint(list(open('blob.bin', 'rb').read()))"
         result = await env.execute(code, files=files)
         assert result.stdout == "from a file\n[0, 1, 255]\n", result
+
+    async def test_fetch_files_after_the_run(self, env: RunEnvironment) -> None:
+        code = (
+            "import os\nos.makedirs('out', exist_ok=True)\n"
+            "open('out/result.bin', 'wb').write(bytes([0, 255, 7]))\n"
+            "open('report.txt', 'w').write('done')\nos.symlink('/etc/hostname', 'link')"
+        )
+        fetch = ["out/result.bin", "report.txt", "missing.txt", "link", "out"]
+        result = await env.execute(code, fetch_files=fetch)
+        assert result.files == {"out/result.bin": b"\x00\xff\x07", "report.txt": b"done"}
+        data = json.loads(result.to_json())
+        assert data["files"] == {"out/result.bin": "AP8H", "report.txt": "ZG9uZQ=="}
+        assert type(result).from_dict(data) == result
 
     @pytest.mark.parametrize("path", ["/etc/passwd", "../escape.txt", "a/../../b", ""])
     async def test_files_must_stay_inside(self, env: RunEnvironment, path: str) -> None:

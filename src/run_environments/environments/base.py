@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import abc
 import contextlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, ClassVar
@@ -12,6 +13,7 @@ from .._errors import LanguageUnavailableError
 from .._languages import LANGUAGES, Language, Toolchain, get_language, resolve
 from .._models import CompileResult, ExecutionOptions, ExecutionResult
 from .._process import Outcome
+from .._workspace import read_files
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -237,12 +239,22 @@ class CommandRunEnvironment(RunEnvironment):
                 stdin=options.stdin_bytes,
                 stream=True,
             )
+            fetched = await self._fetch(workspace, options.fetch_files)
         return ExecutionResult(
             **stage_fields(outcome, options.timeout),
             language=language.name,
             environment=self.name,
             compile=compiled,
+            files=fetched,
         )
+
+    async def _fetch(self, workspace: Workspace, paths: Sequence[str]) -> dict[str, bytes]:
+        """Read ``paths`` from the workspace after the run (files that exist, as they are)."""
+        if not paths:
+            return {}
+        if workspace.host is None:
+            raise NotImplementedError(f"{type(self).__name__} must implement _fetch")
+        return read_files(workspace.host, paths)
 
     async def _compile(
         self, argv: list[str], workspace: Workspace, options: ExecutionOptions, language: Language

@@ -1,0 +1,238 @@
+"""The native API: ``/v1/execute`` (and its streaming form), ``/v1/languages``, health,
+metrics."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from typing import Annotated, Any
+
+import anyio
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.types import Receive, Scope, Send
+
+from .._errors import InvalidOptionsError, RunEnvironmentError
+from .._models import (
+    DEFAULT_COMPILE_TIMEOUT,
+    DEFAULT_MAX_OUTPUT_BYTES,
+    DEFAULT_TIMEOUT,
+    ExecutionOptions,
+    Limits,
+)
+from .admission import Overloaded
+from .service import Service
+
+router = APIRouter(tags=["native"])
+health = APIRouter(tags=["native"])
+
+Seconds = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+Positive = Annotated[int, Field(gt=0)]
+
+
+class LimitsModel(BaseModel):
+    """Resource limits; omitted fields take the environment's defaults."""
+
+    model_config = ConfigDict(extra="forbid")
+    memory: Positive | None = Field(None, description="bytes")
+    cpu_time: Seconds | None = None
+    processes: Positive | None = None
+    disk: Positive | None = Field(None, description="bytes")
+    open_files: Positive | None = None
+
+
+class ExecuteRequest(BaseModel):
+    """The ExecutionOptions fields, plus the code and the environment to run it in."""
+
+    model_config = ConfigDict(extra="forbid")
+    code: str
+    environment: str | None = Field(None, description="default: the server's environment")
+    language: str = "python"
+    timeout: Seconds = DEFAULT_TIMEOUT
+    cwd: str | None = None
+    env: dict[str, str] = {}
+    stdin: str | None = None
+    stdin_base64: str | None = Field(None, description="binary standard input")
+    args: list[str] = []
+    files: dict[str, str] = Field({}, description="path -> text")
+    files_base64: dict[str, str] = Field({}, description="path -> base64 content")
+    max_output_bytes: Annotated[int, Field(ge=0, le=64 << 20)] = DEFAULT_MAX_OUTPUT_BYTES
+    compile_timeout: Seconds = DEFAULT_COMPILE_TIMEOUT
+    limits: LimitsModel | None = None
+    fetch_files: list[str] = []
+
+    def options(self, **callbacks: Any) -> ExecutionOptions:
+        if self.stdin is not None and self.stdin_base64 is not None:
+            raise InvalidOptionsError("give stdin or stdin_base64, not both")
+        files: dict[str, str | bytes] = dict(self.files)
+        files.update({path: _decode(data, path) for path, data in self.files_base64.items()})
+        stdin = _decode(self.stdin_base64, "stdin") if self.stdin_base64 else self.stdin
+        return ExecutionOptions(
+            language=self.language,
+            timeout=self.timeout,
+            cwd=self.cwd,
+            env=self.env,
+            stdin=stdin,
+            args=self.args,
+            files=files,
+            max_output_bytes=self.max_output_bytes,
+            compile_timeout=self.compile_timeout,
+            limits=Limits(**self.limits.model_dump()) if self.limits else Limits(),
+            fetch_files=self.fetch_files,
+            **callbacks,
+        )
+
+
+def _decode(data: str, what: str) -> bytes:
+    try:
+        return base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError):
+        raise InvalidOptionsError(f"{what} is not valid base64") from None
+
+
+class CompileModel(BaseModel):
+    success: bool
+    stdout: str
+    stderr: str
+    exit_code: int | None
+    execution_time: float
+    error: str | None
+    timed_out: bool
+    signal: str | None
+    stdout_truncated: bool
+    stderr_truncated: bool
+    oom_killed: bool
+    cpu_time: float | None
+    memory_peak: int | None
+
+
+class ResultModel(CompileModel):
+    """An ExecutionResult; fetched ``files`` are base64."""
+
+    language: str
+    environment: str
+    compile: CompileModel | None
+    files: dict[str, str]
+
+
+def service_of(request: Request) -> Service:
+    service: Service = request.app.state.service
+    return service
+
+
+@router.post("/v1/execute", response_model=ResultModel)
+async def execute(body: ExecuteRequest, request: Request) -> JSONResponse:
+    """Run code and return the ExecutionResult."""
+    result = await service_of(request).execute(body.code, body.options(), body.environment)
+    return JSONResponse(result.to_dict())
+
+
+@router.post(
+    "/v1/execute/stream",
+    response_class=Response,
+    responses={200: {"content": {"application/x-ndjson": {}}}},
+)
+async def execute_stream(body: ExecuteRequest, request: Request) -> Response:
+    """Run code, sending NDJSON lines as output arrives: ``{"stdout": text}``,
+    ``{"stderr": text}``, then ``{"result": ExecutionResult}`` (or ``{"error": {...}}``).
+    Closing the connection cancels the run."""
+    service = service_of(request)
+    service.check(body.options())  # refuse bad options with 422 before the stream starts
+    service.environment(body.environment)
+    return _Streamed(service, body)
+
+
+class _Streamed(Response):
+    media_type = "application/x-ndjson"
+
+    def __init__(self, service: Service, request: ExecuteRequest) -> None:
+        super().__init__(media_type=self.media_type)
+        self.service = service
+        self.request = request
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = False
+
+        async def line(item: dict[str, Any]) -> None:
+            data = (json.dumps(item) + "\n").encode()
+            await send({"type": "http.response.body", "body": data, "more_body": True})
+
+        async def out(text: str) -> None:
+            await line({"stdout": text})
+
+        async def err(text: str) -> None:
+            await line({"stderr": text})
+
+        async with anyio.create_task_group() as tg:
+
+            async def disconnected() -> None:
+                while (await receive())["type"] != "http.disconnect":
+                    pass
+                tg.cancel_scope.cancel()  # the client left: stop the run
+
+            tg.start_soon(disconnected)
+            env = self.service.environment(self.request.environment)
+            try:
+                async with self.service.admission.slot():  # 429 comes before the 200
+                    headers = [(b"content-type", self.media_type.encode())]  # no length
+                    await send({"type": "http.response.start", "status": 200, "headers": headers})
+                    started = True
+                    options = self.request.options(on_stdout=out, on_stderr=err)
+                    result = await self.service.run(env, self.request.code, options)
+                    await line({"result": result.to_dict()})
+            except Overloaded:
+                self.service.metrics.rejected.inc()
+                refusal = {"error": {"type": "Overloaded", "message": "retry later"}}
+                await JSONResponse(refusal, 429, headers={"Retry-After": "1"})(scope, receive, send)
+            except RunEnvironmentError as exc:
+                error = {"error": {"type": type(exc).__name__, "message": str(exc)}}
+                if started:
+                    await line(error)
+                else:
+                    await JSONResponse(error, 503)(scope, receive, send)
+            if started:
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+            tg.cancel_scope.cancel()
+
+
+@router.get("/v1/languages")
+async def languages(request: Request) -> dict[str, Any]:
+    """Each environment this server offers, with its languages and what is missing."""
+    found = {}
+    for name, env in service_of(request).environments.items():
+        status = await env.status()
+        found[name] = {
+            "ready": status.ready,
+            "reason": status.reason,
+            "languages": [
+                {
+                    "name": lang.name,
+                    "aliases": list(lang.aliases),
+                    "available": lang.available,
+                    "missing": lang.missing,
+                }
+                for lang in status.languages
+            ],
+        }
+    return {"default": service_of(request).settings.environment, "environments": found}
+
+
+@health.get("/healthz")
+async def healthz(request: Request) -> JSONResponse:
+    """Whether the server can run code: 200 when its default environment is ready."""
+    service = service_of(request)
+    ready = {name: await env.is_ready() for name, env in service.environments.items()}
+    ok = ready[service.settings.environment]
+    return JSONResponse(
+        {"status": "ok" if ok else "unavailable", "ready": ready}, 200 if ok else 503
+    )
+
+
+@router.get("/metrics", response_class=Response)
+async def metrics(request: Request) -> Response:
+    """Prometheus metrics: executions by status and language, durations, queue, in flight."""
+    registry = service_of(request).metrics.registry
+    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,200 @@
+"""Piston v2: ``GET /api/v2/runtimes`` and ``POST /api/v2/execute``.
+
+Timeouts and CPU times are milliseconds, memory limits bytes (-1: none); errors are
+``{"message": ...}`` with 400, and a body that is not JSON gets 415.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+import shlex
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, HTTPException, Request
+from pydantic import BaseModel, Field
+
+from .._errors import InvalidOptionsError
+from .._languages import get_language
+from .._models import CompileResult, ExecutionOptions, ExecutionResult, Limits
+from ..environments.base import RunEnvironment
+from .native import service_of
+from .service import Service
+
+router = APIRouter(tags=["Piston"])
+
+VERSION = re.compile(r"\d+\.\d+(?:\.\d+)?")
+Milliseconds = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+
+
+async def json_body(request: Request) -> None:
+    content_type = request.headers.get("content-type", "")
+    if not content_type.split(";")[0].strip().lower() == "application/json":
+        raise HTTPException(415, "the request body must be application/json")
+
+
+class PistonFile(BaseModel):
+    name: str | None = None
+    content: str
+    encoding: Literal["utf8", "base64", "hex"] = "utf8"
+
+    def data(self) -> str | bytes:
+        try:
+            if self.encoding == "base64":
+                return base64.b64decode(self.content, validate=True)
+            if self.encoding == "hex":
+                return bytes.fromhex(self.content)
+        except (binascii.Error, ValueError):
+            raise InvalidOptionsError(f"file {self.name!r} is not valid {self.encoding}") from None
+        return self.content
+
+
+class ExecuteRequest(BaseModel):
+    language: str
+    version: str = "*"
+    files: list[PistonFile] = Field(min_length=1)
+    stdin: str = ""
+    args: list[str] = []
+    compile_timeout: Milliseconds = 10000
+    run_timeout: Milliseconds = 3000
+    compile_cpu_time: Milliseconds | None = None
+    run_cpu_time: Milliseconds | None = None
+    compile_memory_limit: int = -1
+    run_memory_limit: int = -1
+
+
+class Stage(BaseModel):
+    stdout: str
+    stderr: str
+    output: str
+    code: int | None
+    signal: str | None
+    message: str | None
+    status: Literal["RE", "SG", "TO", "OL", "EL", "XX"] | None
+    cpu_time: float | None
+    wall_time: float
+    memory: int | None
+
+
+class ExecuteResponse(BaseModel):
+    language: str
+    version: str
+    run: Stage
+    compile: Stage | None = None
+
+
+class Runtime(BaseModel):
+    language: str
+    version: str
+    aliases: list[str]
+    runtime: str | None = None
+
+
+async def _version(env: RunEnvironment, command: str, args: tuple[str, ...]) -> str:
+    script = " ".join(shlex.quote(part) for part in (command, *args)) + " 2>&1"
+    result = await env.execute(script, language="bash", timeout=30)
+    found = VERSION.search(result.stdout)
+    return found.group(0) if found else "0.0.0"
+
+
+async def runtimes(service: Service) -> list[Runtime]:
+    """The server environment's languages with the versions of their tools (asked once)."""
+    cache: list[Runtime] | None = getattr(service, "piston_runtimes", None)
+    if cache is None:
+        env = service.environment(None)
+        cache = []
+        for support in (await env.status()).languages:
+            if support.available and support.command:
+                language = get_language(support.name)
+                version = await _version(env, support.command, language.version)
+                aliases = list(support.aliases)
+                runtime = Runtime(
+                    language=support.name, version=version, aliases=aliases, runtime=support.command
+                )
+                cache.append(runtime)
+        service.piston_runtimes = cache  # type: ignore[attr-defined]
+    return cache
+
+
+def _matches(version: str, selector: str) -> bool:
+    """Whether ``version`` satisfies a selector such as ``*``, ``3.x``, ``3.11`` or ``3.11.2``."""
+    selector = selector.strip()
+    if selector in ("*", "x", "X", ""):
+        return True
+    have = version.split(".")
+    for i, want in enumerate(selector.lstrip("v=").split(".")):
+        if want in ("x", "X", "*"):
+            continue
+        if i >= len(have) or have[i] != want:
+            return False
+    return True
+
+
+@router.get("/api/v2/runtimes", response_model=list[Runtime])
+async def list_runtimes(request: Request) -> list[Runtime]:
+    """The languages and versions this server runs."""
+    return await runtimes(service_of(request))
+
+
+def _stage(result: CompileResult | ExecutionResult, output: str | None = None) -> Stage:
+    status: Any = None
+    if result.timed_out:
+        status = "TO"
+    elif result.stdout_truncated:
+        status = "OL"
+    elif result.stderr_truncated:
+        status = "EL"
+    elif result.signal is not None:
+        status = "SG"
+    elif result.exit_code:
+        status = "RE"
+    signal = "SIGKILL" if status in ("TO", "OL", "EL") else result.signal
+    return Stage(
+        stdout=result.stdout,
+        stderr=result.stderr,
+        output=output if output is not None else result.stdout + result.stderr,
+        code=result.exit_code,
+        signal=signal,
+        message=result.error,
+        status=status,
+        cpu_time=None if result.cpu_time is None else result.cpu_time * 1000,
+        wall_time=result.execution_time * 1000,
+        memory=result.memory_peak,
+    )
+
+
+@router.post("/api/v2/execute", response_model=ExecuteResponse, dependencies=[Depends(json_body)])
+async def execute(body: ExecuteRequest, request: Request) -> ExecuteResponse:
+    """Run the first file (the others are written beside it)."""
+    service = service_of(request)
+    language = get_language(body.language)
+    runtime = next((r for r in await runtimes(service) if r.language == language.name), None)
+    if runtime is None or not _matches(runtime.version, body.version):
+        raise InvalidOptionsError(f"{body.language}-{body.version} runtime is unknown")
+    main, *others = body.files
+    code = main.data()
+    memory = max(body.run_memory_limit, body.compile_memory_limit)
+    cpu = body.run_cpu_time
+    interleaved: list[str] = []
+    options = ExecutionOptions(
+        language=language.name,
+        timeout=body.run_timeout / 1000,
+        compile_timeout=body.compile_timeout / 1000,
+        stdin=body.stdin,
+        args=body.args,
+        files={(f.name or f"file{i}"): f.data() for i, f in enumerate(others, 1)},
+        limits=Limits(memory=memory if memory > 0 else None, cpu_time=cpu / 1000 if cpu else None),
+        on_stdout=interleaved.append,
+        on_stderr=interleaved.append,
+    )
+    text = code if isinstance(code, str) else code.decode("utf-8", "replace")
+    result = await service.execute(text, options)
+    compiled = _stage(result.compile) if result.compile is not None else None
+    if result.compile is not None and not result.compile.success:
+        run = Stage(stdout="", stderr="", output="", code=None, signal=None, message=result.error,
+                    status=None, cpu_time=0, wall_time=0, memory=None)  # fmt: skip
+    else:
+        run = _stage(result, "".join(interleaved))
+    return ExecuteResponse(language=language.name, version=runtime.version, run=run,
+                           compile=compiled)  # fmt: skip

@@ -1,0 +1,103 @@
+"""What every router shares: the environments, admission control and the metrics."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from .._errors import InvalidOptionsError, UnknownEnvironmentError
+from .._models import ExecutionOptions, ExecutionResult
+from ..environments.base import RunEnvironment
+from .admission import Admission
+from .settings import ServerSettings
+
+
+class Metrics:
+    """Prometheus metrics of one server (its own registry, so servers do not mix)."""
+
+    def __init__(self, admission: Admission) -> None:
+        self.registry = CollectorRegistry()
+        self.executions = Counter(
+            "runenv_executions",
+            "Executions by outcome and language.",
+            ["status", "language"],
+            registry=self.registry,
+        )
+        self.duration = Histogram(
+            "runenv_execution_seconds",
+            "Wall time of executions.",
+            ["language"],
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+            registry=self.registry,
+        )
+        self.rejected = Counter(
+            "runenv_rejected", "Requests refused for load.", registry=self.registry
+        )
+        queue = Gauge("runenv_queue_length", "Executions waiting.", registry=self.registry)
+        queue.set_function(lambda: admission.waiting)
+        running = Gauge("runenv_in_flight", "Executions running.", registry=self.registry)
+        running.set_function(lambda: admission.running)
+
+    def record(self, result: ExecutionResult | None, language: str, seconds: float) -> None:
+        if result is None:
+            status = "error"
+        elif result.timed_out:
+            status = "timeout"
+        else:
+            status = "success" if result.success else "failure"
+        self.executions.labels(status=status, language=language).inc()
+        self.duration.labels(language=language).observe(seconds)
+
+
+class Service:
+    """Runs executions for the routers, within the server's limits."""
+
+    def __init__(self, settings: ServerSettings, environments: Mapping[str, RunEnvironment]):
+        self.settings = settings
+        self.environments = dict(environments)
+        self.admission = Admission(settings.max_concurrency, settings.max_queue)
+        self.metrics = Metrics(self.admission)
+
+    def environment(self, name: str | None) -> RunEnvironment:
+        """The environment ``name`` (default: the server's), if this server offers it."""
+        name = name or self.settings.environment
+        if name not in self.environments:
+            raise UnknownEnvironmentError(name, sorted(self.environments))
+        return self.environments[name]
+
+    def check(self, options: ExecutionOptions) -> None:
+        longest = max(options.timeout, options.compile_timeout)
+        if longest > self.settings.max_timeout:
+            raise InvalidOptionsError(
+                f"timeouts may be at most {self.settings.max_timeout:g} s on this server"
+            )
+
+    async def execute(
+        self, code: str, options: ExecutionOptions, environment: str | None = None
+    ) -> ExecutionResult:
+        """Run ``code`` in a slot (waiting in the queue for one).
+
+        :raises Overloaded: if the queue is full.
+        """
+        env = self.environment(environment)
+        self.check(options)
+        async with self.admission.slot():
+            return await self.run(env, code, options)
+
+    async def run(
+        self, env: RunEnvironment, code: str, options: ExecutionOptions
+    ) -> ExecutionResult:
+        """Run ``code`` now (the caller holds a slot), recording metrics."""
+        start = time.perf_counter()
+        result = None
+        try:
+            result = await env.execute(code, options)
+        finally:
+            self.metrics.record(result, options.language, time.perf_counter() - start)
+        return result
+
+    async def cleanup(self) -> None:
+        for env in self.environments.values():
+            await env.cleanup()

@@ -1,0 +1,109 @@
+"""Piston's /api/v2, field by field."""
+
+from __future__ import annotations
+
+import base64
+
+import httpx
+import pytest
+
+STAGE = {"stdout", "stderr", "output", "code", "signal", "message", "status", "cpu_time",
+         "wall_time", "memory"}  # fmt: skip
+
+
+def execute(http: httpx.Client, **body: object) -> dict:
+    response = http.post("/api/v2/execute", json=body)
+    assert response.status_code == 200, response.text
+    data = response.json()
+    assert set(data["run"]) == STAGE
+    assert data["compile"] is None or set(data["compile"]) == STAGE
+    return data
+
+
+def test_runtimes(http: httpx.Client) -> None:
+    runtimes = http.get("/api/v2/runtimes").json()
+    python = next(r for r in runtimes if r["language"] == "python")
+    assert set(python) == {"language", "version", "aliases", "runtime"}
+    assert python["version"].startswith("3.") and "py" in python["aliases"]
+    assert {r["language"] for r in runtimes} >= {"javascript", "bash", "ruby", "c", "java"}
+
+
+def test_execute(http: httpx.Client) -> None:
+    code = "import sys\nprint(sys.argv[1], input())\nsys.stderr.write('err\\n')"
+    data = execute(http, language="python", version="3.x", files=[{"name": "m.py", "content": code}],
+                   stdin="in", args=["arg"])  # fmt: skip
+    assert data["language"] == "python" and data["version"].startswith("3.")
+    run = data["run"]
+    assert run["stdout"] == "arg in\n" and run["stderr"] == "err\n"
+    assert run["output"] == "arg in\nerr\n"
+    assert (run["code"], run["signal"], run["status"], run["message"]) == (0, None, None, None)
+    assert run["wall_time"] > 0 and run["cpu_time"] > 0 and run["memory"] > 0
+
+
+def test_more_files_and_encodings(http: httpx.Client) -> None:
+    files = [
+        {"content": "print(open('a.txt').read(), open('b.bin','rb').read().hex())"},
+        {
+            "name": "a.txt",
+            "content": base64.b64encode(b"from base64").decode(),
+            "encoding": "base64",
+        },
+        {"name": "b.bin", "content": "00ff", "encoding": "hex"},
+    ]
+    data = execute(http, language="py", version="*", files=files)
+    assert data["run"]["stdout"] == "from base64 00ff\n"
+
+
+def test_runtime_error_and_signal(http: httpx.Client) -> None:
+    run = execute(http, language="bash", files=[{"content": "exit 3"}])["run"]
+    assert (run["code"], run["status"]) == (3, "RE")
+    run = execute(http, language="bash", files=[{"content": "kill -SEGV $$"}])["run"]
+    assert (run["code"], run["signal"], run["status"]) == (None, "SIGSEGV", "SG")
+
+
+def test_timeout(http: httpx.Client) -> None:
+    code = "echo first; sleep 30"
+    run = execute(http, language="bash", files=[{"content": code}], run_timeout=500)["run"]
+    assert (run["status"], run["signal"], run["stdout"]) == ("TO", "SIGKILL", "first\n")
+
+
+def test_output_limit(http: httpx.Client) -> None:
+    run = execute(http, language="python", files=[{"content": "print('x' * 5_000_000)"}])["run"]
+    assert (run["status"], run["signal"]) == ("OL", "SIGKILL")
+
+
+def test_compile_stage(http: httpx.Client) -> None:
+    data = execute(http, language="c", files=[{"content": "int main(void) { return 0; }"}])
+    assert data["compile"]["code"] == 0 and data["run"]["code"] == 0
+    broken = execute(http, language="c", files=[{"content": "int main(void) { oops }"}])
+    assert broken["compile"]["code"] != 0 and "oops" in broken["compile"]["stderr"]
+    assert broken["compile"]["output"] == broken["compile"]["stdout"] + broken["compile"]["stderr"]
+
+
+def test_unknown_runtime_is_400(http: httpx.Client) -> None:
+    response = http.post("/api/v2/execute", json={"language": "python", "version": "2.7",
+                                                   "files": [{"content": "print 1"}]})  # fmt: skip
+    assert response.status_code == 400
+    assert response.json() == {"message": "python-2.7 runtime is unknown"}
+    response = http.post("/api/v2/execute", json={"language": "cobol",
+                                                   "files": [{"content": "x"}]})  # fmt: skip
+    assert response.status_code == 400 and "cobol" in response.json()["message"]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [{"language": "python", "files": []}, {"files": [{"content": "x"}]},
+     {"language": "python", "files": [{"content": "zz", "encoding": "hex"}]},
+     {"language": "python", "files": [{"content": "x"}], "run_timeout": -5}],
+)  # fmt: skip
+def test_bad_input_is_400_with_a_message(http: httpx.Client, body: dict) -> None:
+    response = http.post("/api/v2/execute", json=body)
+    assert response.status_code == 400
+    assert set(response.json()) == {"message"} and response.json()["message"]
+
+
+def test_content_type_must_be_json(http: httpx.Client) -> None:
+    response = http.post("/api/v2/execute", content=b'{"language": "python"}',
+                         headers={"content-type": "text/plain"})  # fmt: skip
+    assert response.status_code == 415
+    assert response.json() == {"message": "the request body must be application/json"}
