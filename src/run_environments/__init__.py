@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 from ._errors import (
+    AuthenticationError,
     EnvironmentUnavailableError,
     ExecutionFailed,
     InvalidOptionsError,
     LanguageUnavailableError,
+    RateLimitError,
     RunEnvironmentError,
+    ServiceError,
     SpawnError,
     UnknownEnvironmentError,
     UnknownLanguageError,
+    UnreachableError,
 )
 from ._languages import LANGUAGES, Language, get_language, language_for_path, language_names
 from ._models import CompileResult, ExecutionOptions, ExecutionResult, Limits
@@ -21,6 +25,7 @@ from .environments.local import LocalRunEnvironment
 from .environments.sandbox import SandboxRunEnvironment
 
 __all__ = [  # noqa: RUF022 (plain sorted order)
+    "AuthenticationError",
     "CompileResult",
     "EnvironmentStatus",
     "EnvironmentUnavailableError",
@@ -34,13 +39,16 @@ __all__ = [  # noqa: RUF022 (plain sorted order)
     "LanguageUnavailableError",
     "Limits",
     "LocalRunEnvironment",
+    "RateLimitError",
     "RunEnvironment",
     "RunEnvironmentError",
     "SandboxRunEnvironment",
+    "ServiceError",
     "SpawnError",
     "SyncRunEnvironment",
     "UnknownEnvironmentError",
     "UnknownLanguageError",
+    "UnreachableError",
     "create_environment",
     "environment_names",
     "get_environment_class",

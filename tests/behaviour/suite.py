@@ -49,6 +49,10 @@ class EnvironmentBehaviour:
         """What the environment still has running or stored; empty when clean."""
         return []
 
+    def result_environment(self, env: RunEnvironment) -> str:
+        """The ``environment`` results report (where the code really ran)."""
+        return env.name
+
     def need(self, env: RunEnvironment, language: str) -> None:
         if language not in self.languages:
             pytest.skip(f"the {env.name} environment does not offer {language} by design")
@@ -63,7 +67,7 @@ class EnvironmentBehaviour:
         assert result.exit_code == 0
         assert result.error is None
         assert result.language == language
-        assert result.environment == env.name
+        assert result.environment == self.result_environment(env)
         if language in ("c", "cpp", "go", "rust", "java"):
             assert result.compile is not None
             assert result.compile.success

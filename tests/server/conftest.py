@@ -21,6 +21,15 @@ def running(
     settings: ServerSettings, environments: Mapping[str, RunEnvironment] | None = None
 ) -> Iterator[str]:
     """Serve on a free port of 127.0.0.1; yields the base URL."""
+    with serving(settings, environments) as (base, _):
+        yield base
+
+
+@contextlib.contextmanager
+def serving(
+    settings: ServerSettings, environments: Mapping[str, RunEnvironment] | None = None
+) -> Iterator[tuple[str, uvicorn.Server]]:
+    """Serve on a free port of 127.0.0.1; yields the base URL and the server."""
     app = create_app(settings, environments)
     config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on")
     server = uvicorn.Server(config)
@@ -32,7 +41,7 @@ def running(
         time.sleep(0.01)
     port = server.servers[0].sockets[0].getsockname()[1]
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield f"http://127.0.0.1:{port}", server
     finally:
         server.should_exit = True
         thread.join(timeout=30)

@@ -30,8 +30,8 @@ def test_runtimes(http: httpx.Client) -> None:
 
 def test_execute(http: httpx.Client) -> None:
     code = "import sys\nprint(sys.argv[1], input())\nsys.stderr.write('err\\n')"
-    data = execute(http, language="python", version="3.x", files=[{"name": "m.py", "content": code}],
-                   stdin="in", args=["arg"])  # fmt: skip
+    files = [{"name": "m.py", "content": code}]
+    data = execute(http, language="python", version="3.x", files=files, stdin="in", args=["arg"])
     assert data["language"] == "python" and data["version"].startswith("3.")
     run = data["run"]
     assert run["stdout"] == "arg in\n" and run["stderr"] == "err\n"

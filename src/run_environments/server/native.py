@@ -51,7 +51,9 @@ class ExecuteRequest(BaseModel):
     code: str
     environment: str | None = Field(None, description="default: the server's environment")
     language: str = "python"
-    timeout: Seconds = DEFAULT_TIMEOUT
+    timeout: Seconds | None = Field(
+        None, description=f"default {DEFAULT_TIMEOUT:g}, at most the server's limit"
+    )
     cwd: str | None = None
     env: dict[str, str] = {}
     stdin: str | None = None
@@ -60,11 +62,13 @@ class ExecuteRequest(BaseModel):
     files: dict[str, str] = Field({}, description="path -> text")
     files_base64: dict[str, str] = Field({}, description="path -> base64 content")
     max_output_bytes: Annotated[int, Field(ge=0, le=64 << 20)] = DEFAULT_MAX_OUTPUT_BYTES
-    compile_timeout: Seconds = DEFAULT_COMPILE_TIMEOUT
+    compile_timeout: Seconds | None = Field(
+        None, description=f"default {DEFAULT_COMPILE_TIMEOUT:g}, at most the server's limit"
+    )
     limits: LimitsModel | None = None
     fetch_files: list[str] = []
 
-    def options(self, **callbacks: Any) -> ExecutionOptions:
+    def options(self, service: Service, **callbacks: Any) -> ExecutionOptions:
         if self.stdin is not None and self.stdin_base64 is not None:
             raise InvalidOptionsError("give stdin or stdin_base64, not both")
         files: dict[str, str | bytes] = dict(self.files)
@@ -72,14 +76,15 @@ class ExecuteRequest(BaseModel):
         stdin = _decode(self.stdin_base64, "stdin") if self.stdin_base64 else self.stdin
         return ExecutionOptions(
             language=self.language,
-            timeout=self.timeout,
+            timeout=self.timeout or service.default_timeout(DEFAULT_TIMEOUT),
             cwd=self.cwd,
             env=self.env,
             stdin=stdin,
             args=self.args,
             files=files,
             max_output_bytes=self.max_output_bytes,
-            compile_timeout=self.compile_timeout,
+            compile_timeout=self.compile_timeout
+            or service.default_timeout(DEFAULT_COMPILE_TIMEOUT),
             limits=Limits(**self.limits.model_dump()) if self.limits else Limits(),
             fetch_files=self.fetch_files,
             **callbacks,
@@ -126,7 +131,8 @@ def service_of(request: Request) -> Service:
 @router.post("/v1/execute", response_model=ResultModel)
 async def execute(body: ExecuteRequest, request: Request) -> JSONResponse:
     """Run code and return the ExecutionResult."""
-    result = await service_of(request).execute(body.code, body.options(), body.environment)
+    service = service_of(request)
+    result = await service.execute(body.code, body.options(service), body.environment)
     return JSONResponse(result.to_dict())
 
 
@@ -140,7 +146,7 @@ async def execute_stream(body: ExecuteRequest, request: Request) -> Response:
     ``{"stderr": text}``, then ``{"result": ExecutionResult}`` (or ``{"error": {...}}``).
     Closing the connection cancels the run."""
     service = service_of(request)
-    service.check(body.options())  # refuse bad options with 422 before the stream starts
+    service.check(body.options(service))  # refuse bad options with 422 before the stream starts
     service.environment(body.environment)
     return _Streamed(service, body)
 
@@ -180,7 +186,7 @@ class _Streamed(Response):
                     headers = [(b"content-type", self.media_type.encode())]  # no length
                     await send({"type": "http.response.start", "status": 200, "headers": headers})
                     started = True
-                    options = self.request.options(on_stdout=out, on_stderr=err)
+                    options = self.request.options(self.service, on_stdout=out, on_stderr=err)
                     result = await self.service.run(env, self.request.code, options)
                     await line({"result": result.to_dict()})
             except Overloaded:

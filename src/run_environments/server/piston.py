@@ -13,10 +13,10 @@ import shlex
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Request
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, JsonValue
 
 from .._errors import InvalidOptionsError
-from .._languages import get_language
+from .._languages import LANGUAGES, get_language
 from .._models import CompileResult, ExecutionOptions, ExecutionResult, Limits
 from ..environments.base import RunEnvironment
 from .native import service_of
@@ -50,14 +50,19 @@ class PistonFile(BaseModel):
         return self.content
 
 
+NAMES: list[JsonValue] = [*sorted({n for lang in LANGUAGES for n in (lang.name, *lang.aliases)})]
+
+
 class ExecuteRequest(BaseModel):
-    language: str
+    language: str = Field(json_schema_extra={"enum": NAMES})
     version: str = "*"
     files: list[PistonFile] = Field(min_length=1)
     stdin: str = ""
     args: list[str] = []
-    compile_timeout: Milliseconds = 10000
-    run_timeout: Milliseconds = 3000
+    compile_timeout: Milliseconds | None = Field(
+        None, description="default 10000, within the server's"
+    )
+    run_timeout: Milliseconds | None = Field(None, description="default 3000, within the server's")
     compile_cpu_time: Milliseconds | None = None
     run_cpu_time: Milliseconds | None = None
     compile_memory_limit: int = -1
@@ -179,8 +184,10 @@ async def execute(body: ExecuteRequest, request: Request) -> ExecuteResponse:
     interleaved: list[str] = []
     options = ExecutionOptions(
         language=language.name,
-        timeout=body.run_timeout / 1000,
-        compile_timeout=body.compile_timeout / 1000,
+        timeout=body.run_timeout / 1000 if body.run_timeout else service.default_timeout(3),
+        compile_timeout=(
+            body.compile_timeout / 1000 if body.compile_timeout else service.default_timeout(10)
+        ),
         stdin=body.stdin,
         args=body.args,
         files={(f.name or f"file{i}"): f.data() for i, f in enumerate(others, 1)},

@@ -38,8 +38,8 @@ Seconds = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 class RunCodeRequest(BaseModel):
     code: str
     language: str = Field(json_schema_extra={"enum": list(LANGUAGES)})
-    compile_timeout: Seconds = 10
-    run_timeout: Seconds = 10
+    compile_timeout: Seconds | None = Field(None, description="default 10, within the server's")
+    run_timeout: Seconds | None = Field(None, description="default 10, within the server's")
     memory_limit_MB: int = -1
     stdin: str | None = None
     files: dict[str, str | None] = {}
@@ -113,17 +113,18 @@ async def run_code(body: RunCodeRequest, request: Request) -> RunCodeResponse:
             status="SandboxError", message=f"{body.language} is not supported by this server"
         )
     memory = body.memory_limit_MB << 20 if body.memory_limit_MB > 0 else None
+    service = service_of(request)
     options = ExecutionOptions(
         language=language,
-        timeout=body.run_timeout,
-        compile_timeout=body.compile_timeout,
+        timeout=body.run_timeout or service.default_timeout(10),
+        compile_timeout=body.compile_timeout or service.default_timeout(10),
         stdin=body.stdin,
         files=_files(body.files),
         fetch_files=body.fetch_files,
         limits=Limits(memory=memory),
     )
     try:
-        result = await service_of(request).execute(body.code, options)
+        result = await service.execute(body.code, options)
     except (EnvironmentUnavailableError, SpawnError) as exc:
         return RunCodeResponse(status="SandboxError", message=str(exc))
     compiled = _stage(result.compile) if result.compile is not None else None

@@ -67,6 +67,10 @@ class Service:
             raise UnknownEnvironmentError(name, sorted(self.environments))
         return self.environments[name]
 
+    def default_timeout(self, value: float) -> float:
+        """A time limit the request did not give: the API's default, within the server's."""
+        return min(value, self.settings.max_timeout)
+
     def check(self, options: ExecutionOptions) -> None:
         longest = max(options.timeout, options.compile_timeout)
         if longest > self.settings.max_timeout:
