@@ -30,3 +30,4 @@ format:
 bench: setup
 	$(PY) bench/bench_local.py
 	$(PY) bench/bench_sandbox.py
+	$(PY) bench/bench_server.py

@@ -27,7 +27,6 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _results import write_section
-
 from run_environments import SandboxRunEnvironment
 
 CODE = "import sys\nn = int(sys.argv[1])\nprint(n * n)"
