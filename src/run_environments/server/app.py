@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Mapping
 from importlib.metadata import version
 from typing import Any
 
-from fastapi import Depends, FastAPI, Header, HTTPException, Request
+from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -24,8 +24,10 @@ from .._errors import (
 )
 from .._registry import create_environment
 from ..environments.base import RunEnvironment
-from . import native, piston, sandboxfusion
+from ..environments.sandbox import SandboxRunEnvironment
+from . import e2b_envd, native, piston, sandboxfusion
 from .admission import Overloaded
+from .envd_session import Session
 from .service import Service
 from .settings import ServerSettings
 
@@ -46,12 +48,27 @@ def create_app(
     if environments is None:
         environments = {name: create_environment(name) for name in settings.environments}
     service = Service(settings, environments)
+    sessions: list[Session] = []
+
+    def envd() -> Session:
+        """The E2B-compatible session, made on first use, over the sandbox environment."""
+        if not sessions:
+            sandbox = next(
+                (e for e in service.environments.values() if isinstance(e, SandboxRunEnvironment)),
+                None,
+            )
+            if sandbox is None:
+                raise EnvironmentUnavailableError("the E2B API needs the sandbox environment")
+            sessions.append(Session(sandbox))
+        return sessions[0]
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         try:
             yield
         finally:
+            for session in sessions:
+                await session.close()
             await service.cleanup()
 
     app = FastAPI(
@@ -61,27 +78,40 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.service = service
+    app.state.envd = envd
     guarded = [Depends(_token_check(settings.token))]
     app.include_router(native.health)
     app.include_router(native.router, dependencies=guarded)
     app.include_router(sandboxfusion.router, dependencies=guarded)
     app.include_router(piston.router, dependencies=guarded)
+    app.include_router(e2b_envd.router, dependencies=guarded)
     _handle_errors(app)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    app.add_middleware(
+        e2b_envd.EnvdDispatch,
+        session=envd,
+        check_token=lambda headers: _token_ok(settings.token, headers),
+    )
     return app
 
 
+def _offered(headers: Mapping[bytes, bytes]) -> str:
+    authorization = headers.get(b"authorization", b"").decode(errors="replace")
+    if authorization.lower().startswith("bearer "):
+        return authorization[7:]
+    for name in (b"x-api-key", b"x-access-token"):
+        if name in headers:
+            return headers[name].decode(errors="replace")
+    return ""
+
+
+def _token_ok(token: str | None, headers: Mapping[bytes, bytes]) -> bool:
+    return token is None or hmac.compare_digest(_offered(headers).encode(), token.encode())
+
+
 def _token_check(token: str | None) -> Any:
-    async def check(
-        authorization: str | None = Header(default=None, include_in_schema=False),
-        x_api_key: str | None = Header(default=None, include_in_schema=False),
-    ) -> None:
-        if token is None:
-            return
-        offered = x_api_key or ""
-        if authorization and authorization.lower().startswith("bearer "):
-            offered = authorization[7:]
-        if not hmac.compare_digest(offered.encode(), token.encode()):
+    async def check(request: Request) -> None:
+        if not _token_ok(token, {k.encode(): v.encode() for k, v in request.headers.items()}):
             raise HTTPException(
                 401, "a valid API token is required", headers={"WWW-Authenticate": "Bearer"}
             )

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import glob
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 WORKDIR = "/workspace"
@@ -80,13 +80,22 @@ def run_arguments(
     *,
     fds: Fds,
     workspace: str,
-    tmp_size: int,
+    tmp_size: int | None,
     cwd: str,
     env: Mapping[str, str],
+    workdir: str = WORKDIR,
+    binds: Sequence[tuple[str, str]] = (),
 ) -> list[str]:
-    """The part of the command line for one run, up to and including ``--``."""
-    args = ["--size", str(tmp_size), "--tmpfs", "/tmp"]
-    args += ["--bind", workspace, WORKDIR, "--chdir", cwd]
+    """The part of the command line for one run, up to and including ``--``.
+
+    :param tmp_size: bytes of a fresh ``/tmp``; None when ``binds`` provide one.
+    :param binds: further (host directory, sandbox directory) pairs, writable.
+    """
+    args = ["--size", str(tmp_size), "--tmpfs", "/tmp"] if tmp_size is not None else []
+    args += ["--bind", workspace, workdir]
+    for host, target in binds:
+        args += ["--bind", host, target]
+    args += ["--chdir", cwd]
     args += ["--ro-bind-data", str(fds.passwd), "/etc/passwd"]
     args += ["--ro-bind-data", str(fds.group), "/etc/group"]
     for name, value in env.items():

@@ -378,6 +378,57 @@ class SandboxRunEnvironment(CommandRunEnvironment):
             await self._retire(sandbox.cgroup)
         return usage
 
+    # -- long-lived processes (the E2B-compatible service) -------------------------------
+    async def open_process(
+        self,
+        argv: list[str],
+        *,
+        home: str,
+        workdir: str,
+        binds: list[tuple[str, str]],
+        cwd: str,
+        env: dict[str, str],
+        limits: Limits | None = None,
+    ) -> Sandbox:
+        """Start ``argv`` in a sandbox whose ``workdir`` is the host directory ``home`` (kept
+        between processes), with ``binds`` as further writable directories, and let it run.
+        The caller supervises it and ends with :meth:`close_process`."""
+        problem = await self._check()
+        if problem is not None:
+            raise EnvironmentUnavailableError(f"the sandbox cannot run here: {problem}")
+        limits = (limits or Limits()).over(self.limits)
+        sandbox = Sandbox(home, self._new_cgroup(limits))
+        try:
+            await sandbox.start(
+                [*self._limit_argv(limits), *argv],
+                static=self._static_arguments(),
+                seccomp_filter=seccomp.compile_filter(self.network),
+                tmp_size=None,
+                cwd=cwd,
+                env=env,
+                user=self._user,
+                timeout=30,
+                workdir=workdir,
+                binds=binds,
+            )
+        except BaseException:
+            await self.close_process(sandbox)
+            raise
+        sandbox.release()
+        return sandbox
+
+    async def close_process(self, sandbox: Sandbox) -> None:
+        """Stop the process if it still runs, and remove its cgroup."""
+        if sandbox.started is not None and sandbox.started.alive():
+            await sandbox.started.abandon()
+        sandbox.close_descriptors()
+        if sandbox.cgroup is not None:
+            await self._retire(sandbox.cgroup)
+
+    def own(self, path: str) -> None:
+        """Give ``path`` to the sandbox's user (when we run as root)."""
+        self._own(path)
+
     # -- started ahead --------------------------------------------------------------------
     async def _claim(self, shape: _Shape, timeout: float) -> Sandbox | None:
         warming = self._warming.get(shape)

@@ -59,11 +59,13 @@ class Sandbox:
         *,
         static: Sequence[str],
         seccomp_filter: bytes,
-        tmp_size: int,
+        tmp_size: int | None,
         cwd: str,
         env: dict[str, str],
         user: tuple[int, int] | None,
         timeout: float,
+        workdir: str = bubblewrap.WORKDIR,
+        binds: Sequence[tuple[str, str]] = (),
     ) -> None:
         """Spawn bubblewrap and wait until its sandbox is set up and in its cgroup."""
         info_read, info_write = os.pipe()
@@ -82,7 +84,13 @@ class Sandbox:
         argv = [
             *static,
             *bubblewrap.run_arguments(
-                fds=fds, workspace=self.slot, tmp_size=tmp_size, cwd=cwd, env=env
+                fds=fds,
+                workspace=self.slot,
+                tmp_size=tmp_size,
+                cwd=cwd,
+                env=env,
+                workdir=workdir,
+                binds=binds,
             ),
             *command,
         ]

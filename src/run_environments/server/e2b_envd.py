@@ -1,0 +1,310 @@
+"""E2B's in-sandbox daemon (envd), as its SDK calls it: the ``process.Process`` and
+``filesystem.Filesystem`` Connect services and the ``/files`` and ``/health`` routes.
+
+The generated messages and server stubs come from the ``e2b`` package; the work is done by an
+:class:`~.envd_session.Session` over the sandbox environment. Point the SDK at the server with
+``debug=True`` (it then connects to localhost:49983) or ``sandbox_url=``.
+"""
+
+from __future__ import annotations
+
+import signal
+import stat
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any
+
+from connectrpc.code import Code
+from connectrpc.errors import ConnectError
+from e2b.envd.filesystem import filesystem_pb as fs
+from e2b.envd.filesystem.filesystem_connect import FilesystemASGIApplication
+from e2b.envd.process import process_pb as pb
+from e2b.envd.process.process_connect import ProcessASGIApplication
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+from protobuf import Oneof
+from protobuf.wkt import Timestamp
+from starlette.datastructures import UploadFile
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from .envd_session import Event, PathError, Session
+
+router = APIRouter(tags=["E2B envd"])
+
+
+def _error(exc: PathError) -> ConnectError:
+    return ConnectError(Code.NOT_FOUND if exc.missing else Code.PERMISSION_DENIED, str(exc))
+
+
+def _event(event: Event, pid: int) -> pb.ProcessEvent:
+    # The generated types want literal field names; these are the oneofs' own.
+    if event.kind == "start":
+        start = pb.ProcessEvent.StartEvent(pid=pid)
+        return pb.ProcessEvent(event=Oneof("start", start))  # type: ignore[arg-type]
+    if event.kind in ("stdout", "stderr"):
+        output: Any = Oneof(event.kind, event.data)
+        data = pb.ProcessEvent.DataEvent(output=output)
+        return pb.ProcessEvent(event=Oneof("data", data))  # type: ignore[arg-type]
+    end = pb.ProcessEvent.EndEvent(exit_code=event.exit_code, exited=True, status=event.status)
+    return pb.ProcessEvent(event=Oneof("end", end))  # type: ignore[arg-type]
+
+
+def _pid(selector: Any) -> int:
+    match selector.selector if selector is not None else None:
+        case Oneof(field="pid", value=pid):
+            return int(pid)
+    raise ConnectError(Code.INVALID_ARGUMENT, "select the process by pid")
+
+
+def _signal(value: Any) -> int:
+    name = getattr(value, "name", str(value))
+    return signal.SIGKILL if "KILL" in name else signal.SIGTERM
+
+
+def _unimplemented(what: str) -> ConnectError:
+    return ConnectError(Code.UNIMPLEMENTED, f"{what} is not offered by this server")
+
+
+class ProcessService:
+    """``process.Process``: start, attach to, list, feed and signal commands (no PTY)."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    async def update(self, request: Any, ctx: Any) -> Any:
+        raise _unimplemented("resizing a PTY")
+
+    async def stream_input(self, request: Any, ctx: Any) -> Any:
+        raise _unimplemented("streamed input (use SendInput)")
+
+    async def start(self, request: pb.StartRequest, ctx: Any) -> AsyncIterator[pb.StartResponse]:
+        config = request.process or pb.ProcessConfig()
+        if not config.cmd:
+            raise ConnectError(Code.INVALID_ARGUMENT, "process.cmd is required")
+        try:
+            process = await self.session.spawn(
+                [config.cmd, *config.args],
+                dict(config.envs),
+                config.cwd if config.has_field("cwd") else None,
+                request.tag if request.has_field("tag") else None,
+            )
+        except PathError as exc:
+            raise _error(exc) from exc
+        if not request.stdin:
+            process.close_stdin()
+        async for event in process.follow():
+            yield pb.StartResponse(event=_event(event, process.pid))
+
+    async def connect(
+        self, request: pb.ConnectRequest, ctx: Any
+    ) -> AsyncIterator[pb.ConnectResponse]:
+        try:
+            process = self.session.process(_pid(request.process))
+        except PathError as exc:
+            raise _error(exc) from exc
+        yield pb.ConnectResponse(event=_event(Event("start"), process.pid))
+        async for event in process.follow(since=len(process.events)):
+            yield pb.ConnectResponse(event=_event(event, process.pid))
+
+    async def list(self, request: pb.ListRequest, ctx: Any) -> pb.ListResponse:
+        return pb.ListResponse(
+            processes=[
+                pb.ProcessInfo(
+                    config=pb.ProcessConfig(cmd=p.argv[0], args=p.argv[1:], envs=p.envs, cwd=p.cwd),
+                    pid=p.pid,
+                    tag=p.tag,
+                )
+                for p in self.session.running()
+            ]
+        )
+
+    async def send_input(self, request: pb.SendInputRequest, ctx: Any) -> pb.SendInputResponse:
+        try:
+            process = self.session.process(_pid(request.process))
+            match request.input.input if request.input is not None else None:
+                case Oneof(field="stdin", value=data):
+                    process.write(data)
+                case _:
+                    raise ConnectError(Code.UNIMPLEMENTED, "only stdin input is supported")
+        except (PathError, BrokenPipeError, ValueError) as exc:
+            raise ConnectError(Code.FAILED_PRECONDITION, str(exc)) from exc
+        return pb.SendInputResponse()
+
+    async def close_stdin(self, request: pb.CloseStdinRequest, ctx: Any) -> pb.CloseStdinResponse:
+        try:
+            self.session.process(_pid(request.process)).close_stdin()
+        except PathError as exc:
+            raise _error(exc) from exc
+        return pb.CloseStdinResponse()
+
+    async def send_signal(self, request: pb.SendSignalRequest, ctx: Any) -> pb.SendSignalResponse:
+        try:
+            self.session.process(_pid(request.process)).signal(_signal(request.signal))
+        except PathError as exc:
+            raise _error(exc) from exc
+        return pb.SendSignalResponse()
+
+
+def _entry(path: str, info: Any, target: str | None) -> fs.EntryInfo:
+    kind = fs.FileType.DIRECTORY if stat.S_ISDIR(info.st_mode) else fs.FileType.FILE
+    if target is not None:
+        kind = fs.FileType.SYMLINK
+    modified = datetime.fromtimestamp(info.st_mtime, UTC)
+    return fs.EntryInfo(
+        name=path.rsplit("/", 1)[-1],
+        type=kind,
+        path=path,
+        size=info.st_size,
+        mode=stat.S_IMODE(info.st_mode),
+        permissions=stat.filemode(info.st_mode),
+        owner="user",
+        group="user",
+        modified_time=Timestamp.from_datetime(modified),
+        symlink_target=target,
+        is_symlink=target is not None,
+    )
+
+
+class FilesystemService:
+    """``filesystem.Filesystem``: stat, list, make, move and remove paths (no watching)."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    async def watch_dir(self, request: Any, ctx: Any) -> AsyncIterator[Any]:
+        raise _unimplemented("watching directories")
+        yield  # pragma: no cover  (a server stream)
+
+    async def create_watcher(self, request: Any, ctx: Any) -> Any:
+        raise _unimplemented("watching directories")
+
+    async def get_watcher_events(self, request: Any, ctx: Any) -> Any:
+        raise _unimplemented("watching directories")
+
+    async def remove_watcher(self, request: Any, ctx: Any) -> Any:
+        raise _unimplemented("watching directories")
+
+    def _stat(self, path: str) -> fs.EntryInfo:
+        try:
+            return _entry(*self.session.stat(path))
+        except PathError as exc:
+            raise _error(exc) from exc
+
+    async def stat(self, request: fs.StatRequest, ctx: Any) -> fs.StatResponse:
+        return fs.StatResponse(entry=self._stat(request.path))
+
+    async def list_dir(self, request: fs.ListDirRequest, ctx: Any) -> fs.ListDirResponse:
+        try:
+            names = self.session.list(request.path)
+        except PathError as exc:
+            raise _error(exc) from exc
+        base = self._stat(request.path).path
+        return fs.ListDirResponse(entries=[self._stat(f"{base}/{name}") for name in names])
+
+    async def make_dir(self, request: fs.MakeDirRequest, ctx: Any) -> fs.MakeDirResponse:
+        try:
+            if not self.session.make_dir(request.path):
+                raise ConnectError(Code.ALREADY_EXISTS, f"{request.path} already exists")
+        except PathError as exc:
+            raise _error(exc) from exc
+        return fs.MakeDirResponse(entry=self._stat(request.path))
+
+    async def move(self, request: fs.MoveRequest, ctx: Any) -> fs.MoveResponse:
+        try:
+            self.session.move(request.source, request.destination)
+        except PathError as exc:
+            raise _error(exc) from exc
+        return fs.MoveResponse(entry=self._stat(request.destination))
+
+    async def remove(self, request: fs.RemoveRequest, ctx: Any) -> fs.RemoveResponse:
+        try:
+            self.session.remove(request.path)
+        except PathError as exc:
+            raise _error(exc) from exc
+        return fs.RemoveResponse()
+
+
+def session_of(request: Request) -> Session:
+    session: Session = request.app.state.envd()
+    return session
+
+
+def _file_error(exc: PathError) -> JSONResponse:
+    status = 404 if exc.missing else 403
+    return JSONResponse({"code": status, "message": str(exc)}, status)
+
+
+@router.get("/health", status_code=204)
+async def health() -> Response:
+    """envd's health check."""
+    return Response(status_code=204)
+
+
+@router.get("/files")
+async def download(request: Request, path: str) -> Response:
+    """Read a file of the session."""
+    try:
+        data = session_of(request).read(path)
+    except PathError as exc:
+        return _file_error(exc)
+    return Response(data, media_type="application/octet-stream")
+
+
+@router.post("/files")
+async def upload(request: Request, path: str | None = None) -> Response:
+    """Write files: an ``application/octet-stream`` body to ``path``, or the parts of a
+    ``multipart/form-data`` body, each to its file name (or to ``path`` when only one)."""
+    session = session_of(request)
+    written = []
+    try:
+        if request.headers.get("content-type", "").startswith("multipart/form-data"):
+            async with request.form() as form:
+                parts = [part for _, part in form.multi_items() if isinstance(part, UploadFile)]
+                for part in parts:
+                    target = path if path and len(parts) == 1 else part.filename or path
+                    if not target:
+                        return JSONResponse({"code": 400, "message": "no path"}, 400)
+                    written.append(session.write(target, await part.read()))
+        else:
+            if not path:
+                return JSONResponse({"code": 400, "message": "the path is required"}, 400)
+            written.append(session.write(path, await request.body()))
+    except PathError as exc:
+        return _file_error(exc)
+    return JSONResponse(
+        [{"name": p.rsplit("/", 1)[-1], "type": "file", "path": p} for p in written]
+    )
+
+
+class EnvdDispatch:
+    """Sends the Connect services' paths to their applications and the rest on."""
+
+    PREFIXES = ("/process.Process/", "/filesystem.Filesystem/")
+
+    def __init__(self, app: ASGIApp, session: Any, check_token: Any) -> None:
+        self.app = app
+        self.session = session
+        self.check_token = check_token
+        self._apps: dict[str, ASGIApp] = {}
+
+    def _connect_app(self, prefix: str) -> ASGIApp:
+        if prefix not in self._apps:
+            session = self.session()
+            if prefix.startswith("/process"):
+                self._apps[prefix] = ProcessASGIApplication(ProcessService(session))  # type: ignore[arg-type]
+            else:
+                self._apps[prefix] = FilesystemASGIApplication(FilesystemService(session))  # type: ignore[arg-type]
+        return self._apps[prefix]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "") if scope["type"] == "http" else ""
+        prefix = next((p for p in self.PREFIXES if path.startswith(p)), None)
+        if prefix is None:
+            await self.app(scope, receive, send)
+            return
+        if not self.check_token(dict(scope["headers"])):
+            await JSONResponse({"code": 401, "message": "a valid token is required"}, 401)(
+                scope, receive, send
+            )
+            return
+        await self._connect_app(prefix)(scope, receive, send)
