@@ -27,11 +27,13 @@ def running(
 
 @contextlib.contextmanager
 def serving(
-    settings: ServerSettings, environments: Mapping[str, RunEnvironment] | None = None
+    settings: ServerSettings,
+    environments: Mapping[str, RunEnvironment] | None = None,
+    port: int = 0,
 ) -> Iterator[tuple[str, uvicorn.Server]]:
-    """Serve on a free port of 127.0.0.1; yields the base URL and the server."""
+    """Serve on 127.0.0.1 (a free port by default); yields the base URL and the server."""
     app = create_app(settings, environments)
-    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on")
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
+import anyio
 from connectrpc.code import Code
 from connectrpc.errors import ConnectError
 from e2b.envd.filesystem import filesystem_pb as fs
@@ -45,7 +46,9 @@ def _event(event: Event, pid: int) -> pb.ProcessEvent:
         output: Any = Oneof(event.kind, event.data)
         data = pb.ProcessEvent.DataEvent(output=output)
         return pb.ProcessEvent(event=Oneof("data", data))  # type: ignore[arg-type]
-    end = pb.ProcessEvent.EndEvent(exit_code=event.exit_code, exited=True, status=event.status)
+    end = pb.ProcessEvent.EndEvent(
+        exit_code=event.exit_code, exited=True, status=event.status, error=event.error
+    )
     return pb.ProcessEvent(event=Oneof("end", end))  # type: ignore[arg-type]
 
 
@@ -123,10 +126,10 @@ class ProcessService:
             process = self.session.process(_pid(request.process))
             match request.input.input if request.input is not None else None:
                 case Oneof(field="stdin", value=data):
-                    process.write(data)
+                    await process.write(data)
                 case _:
                     raise ConnectError(Code.UNIMPLEMENTED, "only stdin input is supported")
-        except (PathError, BrokenPipeError, ValueError) as exc:
+        except (PathError, OSError, ValueError, anyio.ClosedResourceError) as exc:
             raise ConnectError(Code.FAILED_PRECONDITION, str(exc)) from exc
         return pb.SendInputResponse()
 

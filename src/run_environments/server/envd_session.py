@@ -36,6 +36,16 @@ class PathError(Exception):
         super().__init__(message)
 
 
+GO_NAMES = {
+    signal.SIGKILL: "killed", signal.SIGTERM: "terminated", signal.SIGSEGV: "segmentation fault",
+    signal.SIGABRT: "aborted", signal.SIGINT: "interrupt", signal.SIGHUP: "hangup",
+    signal.SIGPIPE: "broken pipe", signal.SIGBUS: "bus error", signal.SIGILL: "illegal instruction",
+    signal.SIGFPE: "floating point exception", signal.SIGXCPU: "CPU time limit exceeded",
+    signal.SIGXFSZ: "file size limit exceeded",
+}  # fmt: skip
+"""How envd (Go's ProcessState) names signals."""
+
+
 @dataclass
 class Event:
     """What happened to a process: ``start``, ``stdout``/``stderr`` data, or ``end``."""
@@ -44,6 +54,7 @@ class Event:
     data: bytes = b""
     exit_code: int = 0
     status: str = ""
+    error: str | None = None
 
 
 @dataclass
@@ -58,6 +69,7 @@ class Process:
     sandbox: Sandbox
     events: list[Event] = field(default_factory=list)
     changed: asyncio.Event = field(default_factory=asyncio.Event)
+    writing: anyio.Lock = field(default_factory=anyio.Lock)
     done: bool = False
 
     def publish(self, event: Event) -> None:
@@ -77,13 +89,22 @@ class Process:
                     return
             await self.changed.wait()
 
-    def write(self, data: bytes) -> None:
-        pipe = self._stdin()
-        pipe.write(data)
-        pipe.flush()
+    async def write(self, data: bytes) -> None:
+        """Feed stdin without blocking the server: the program drains its output meanwhile."""
+        async with self.writing:
+            fd = self._stdin().fileno()
+            os.set_blocking(fd, False)
+            view = memoryview(data)
+            while view:
+                await anyio.wait_writable(fd)
+                try:
+                    view = view[os.write(fd, view[: 1 << 16]) :]
+                except BlockingIOError:
+                    continue
 
     def close_stdin(self) -> None:
-        self._stdin().close()
+        with contextlib.suppress(OSError):
+            self._stdin().close()
 
     def _stdin(self) -> Any:
         started = self.sandbox.started
@@ -156,7 +177,8 @@ class Session:
             await self.env.close_process(process.sandbox)
             process.done = True
         exit_code, status = _describe(code)
-        process.publish(Event("end", exit_code=exit_code, status=status))
+        error = status if status.startswith("signal: ") else None
+        process.publish(Event("end", exit_code=exit_code, status=status, error=error))
 
     @staticmethod
     async def _drain(process: Process, name: str, fd: int) -> None:
@@ -321,5 +343,5 @@ def _describe(code: int) -> tuple[int, str]:
     sig = -code if code < 0 else (code - 128 if 128 < code < 128 + signal.NSIG else 0)
     if sig:
         with contextlib.suppress(ValueError):
-            return -1, f"signal: {signal.Signals(sig).name[3:].lower()}"
+            return -1, f"signal: {GO_NAMES.get(signal.Signals(sig), f'signal {sig}')}"
     return code, f"exit status {code}"
