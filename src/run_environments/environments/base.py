@@ -89,6 +89,14 @@ def merge_options(options: ExecutionOptions | None, overrides: dict[str, Any]) -
     return base.replace(**overrides) if overrides else base
 
 
+def program_env(language: Language, options: ExecutionOptions, stream: bool) -> dict[str, str]:
+    """The variables a run adds to its environment's own: ``options.env``, over the
+    language's unbuffered-output variables when output streams to callbacks."""
+    if stream and (options.on_stdout or options.on_stderr):
+        return {**language.stream_env, **options.env}
+    return dict(options.env)
+
+
 def stage_fields(outcome: Outcome, timeout: float) -> dict[str, Any]:
     """The result fields common to a run and a compile step."""
     success = outcome.exit_code == 0 and not outcome.timed_out and not outcome.output_exceeded

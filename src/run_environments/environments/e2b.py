@@ -26,7 +26,7 @@ from .._errors import (
 from .._languages import LANGUAGES, Language
 from .._models import ExecutionOptions, check_relative_path
 from .._process import Outcome
-from .base import CommandRunEnvironment, EnvironmentStatus, Workspace
+from .base import CommandRunEnvironment, EnvironmentStatus, Workspace, program_env
 
 HOME = "/home/user"
 SIGNALS = {
@@ -240,9 +240,7 @@ class E2BRunEnvironment(CommandRunEnvironment):
                 if options.cwd.startswith("/")
                 else (f"{workspace.path}/{check_relative_path(options.cwd)}")
             )
-        env = dict(options.env)
-        if stream and (options.on_stdout or options.on_stderr):
-            env = {**language.stream_env, **env}
+        env = program_env(language, options, stream)
         run = _Run(options, stream)
         async with self._calls() as sandbox:
             if options.cwd is not None and not options.cwd.startswith("/"):

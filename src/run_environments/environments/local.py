@@ -14,7 +14,7 @@ from .._languages import Language
 from .._models import ExecutionOptions
 from .._process import Outcome, ProcessGroups, kill_marked, run_process
 from .._workspace import remove_tree, temporary_directory, working_directory, write_files
-from .base import CommandRunEnvironment, Workspace
+from .base import CommandRunEnvironment, Workspace, program_env
 
 MARKER = "RUNENV_RUN"
 """Set in every program's environment, so that descendants that escaped are found."""
@@ -82,9 +82,7 @@ class LocalRunEnvironment(CommandRunEnvironment):
         else:
             env = {b"PATH": os.fsencode(self._path), b"LANG": b"C.UTF-8"}
             env[b"HOME"] = os.fsencode(workspace.path)
-        extra = dict(options.env)
-        if stream and (options.on_stdout or options.on_stderr):
-            extra = {**language.stream_env, **extra}
+        extra = program_env(language, options, stream)
         env.update((os.fsencode(k), os.fsencode(v)) for k, v in extra.items())
         return env
 

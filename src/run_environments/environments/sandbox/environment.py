@@ -34,7 +34,7 @@ from ..._workspace import (
     temporary_directory,
     write_files,
 )
-from ..base import CommandRunEnvironment, EnvironmentStatus, Workspace
+from ..base import CommandRunEnvironment, EnvironmentStatus, Workspace, program_env
 from . import bwrap as bubblewrap
 from . import cgroups, seccomp
 from .launch import Sandbox, move_entries
@@ -246,9 +246,7 @@ class SandboxRunEnvironment(CommandRunEnvironment):
         if problem is not None:
             raise EnvironmentUnavailableError(f"the sandbox cannot run here: {problem}")
         env = {"PATH": bubblewrap.PATH, "HOME": workspace.path, "LANG": "C.UTF-8", "TMPDIR": "/tmp"}
-        if stream and (options.on_stdout or options.on_stderr):
-            env.update(language.stream_env)
-        env.update(options.env)
+        env.update(program_env(language, options, stream))
         return await self._sandboxed(
             argv,
             workspace,
