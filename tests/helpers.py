@@ -23,6 +23,6 @@ def is_running(pid: int) -> bool:
 async def wait_until_gone(pid: int, within: float = 10) -> bool:
     """Wait (at most ``within`` seconds) for ``pid`` to die; whether it did."""
     with anyio.move_on_after(within):
-        while is_running(pid):  # noqa: ASYNC110 (another process: nothing to await)
+        while is_running(pid):
             await anyio.sleep(0.02)
     return not is_running(pid)

@@ -176,13 +176,27 @@ class _Child:
         await self.exited()
 
     def reap(self) -> tuple[int, resource.struct_rusage]:
+        if self.proc.returncode is not None:  # reaped already: nothing more to learn
+            return self.proc.returncode, resource.struct_rusage((0.0, 0.0) + (0,) * 14)
         _, status, usage = os.wait4(self.pid, 0)
         self.proc.returncode = os.waitstatus_to_exitcode(status)
         return self.proc.returncode, usage
 
+    def running(self) -> bool:
+        """Whether the process has not exited (a look that reaps nothing)."""
+        if self.proc.returncode is not None:
+            return False
+        try:
+            flags = os.WEXITED | os.WNOHANG | os.WNOWAIT
+            return os.waitid(os.P_PID, self.pid, flags) is None
+        except ChildProcessError:
+            return False
+
     def close(self) -> None:
+        """Close the pidfd and the pipes (again: nothing)."""
         if self.pidfd is not None:
             os.close(self.pidfd)
+            self.pidfd = None
         for pipe in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
             if pipe is not None:
                 pipe.close()
@@ -245,14 +259,18 @@ class Started:
         return self.child.pid
 
     def alive(self) -> bool:
-        return self.child.proc.poll() is None
+        return self.child.running()
 
     async def abandon(self, grace: float = 0.0) -> None:
-        """Stop it (and all it started) without supervising it, then reap it."""
-        with anyio.CancelScope(shield=True):
-            await self.child.terminate(grace)
-        self.child.reap()
-        self.child.close()
+        """Stop it (and all it started) without supervising it, reap it and close its
+        pipes; after supervision (or a first call) there is nothing left to do."""
+        try:
+            if self.child.proc.returncode is None:
+                with anyio.CancelScope(shield=True):
+                    await self.child.terminate(grace)
+                self.child.reap()
+        finally:
+            self.child.close()
 
 
 async def start_process(
@@ -320,8 +338,10 @@ async def supervise(
             await child.terminate(kill_grace)
         raise
     finally:
-        code, usage = child.reap()
-        child.close()
+        try:
+            code, usage = child.reap()
+        finally:
+            child.close()
     duration = time.perf_counter() - started.at
     return Outcome(
         exit_code=code if code >= 0 else None,

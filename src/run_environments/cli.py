@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ._errors import RunEnvironmentError
-from ._languages import get_language, language_for_path
+from ._languages import LANGUAGES, get_language, language_for_path
 from ._models import ExecutionResult
 from ._registry import create_environment, environment_names
 from .environments.base import EnvironmentStatus, RunEnvironment
@@ -164,16 +164,19 @@ def languages() -> None:
     table = Table(title="Languages")
     table.add_column("language")
     table.add_column("aliases")
-    named = [(n, s) for n, s in statuses if isinstance(s, EnvironmentStatus)]
+    named = [(n, s) for n, s in statuses if isinstance(s, EnvironmentStatus) and s.languages]
     for name, _ in named:
         table.add_column(name)
-    rows: dict[str, list[str]] = {}
-    for _, status in named:
-        for lang in status.languages:
-            rows.setdefault(lang.name, [lang.name, ", ".join(lang.aliases)])
-            rows[lang.name].append("[green]yes[/green]" if lang.available else "[red]no[/red]")
-    for row in rows.values():
-        table.add_row(*row)
+    support = {(n, lang.name): lang.available for n, st in named for lang in st.languages}
+    for language in LANGUAGES:
+        marks = [
+            "[green]yes[/green]" if support.get((name, language.name)) else "[red]no[/red]"
+            for name, _ in named
+        ]
+        table.add_row(language.name, ", ".join(language.aliases), *marks)
+    unavailable = [n for n, s in statuses if not (isinstance(s, EnvironmentStatus) and s.languages)]
+    if unavailable:
+        table.caption = f"not ready here: {', '.join(unavailable)} (see runenv doctor)"
     Console().print(table)
 
 

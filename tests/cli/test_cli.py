@@ -121,12 +121,15 @@ def test_needs_file_or_code() -> None:
 
 
 def test_languages_table() -> None:
-    done = runenv("languages", env={**os.environ, "COLUMNS": "200"})
+    done = runenv("languages", env={**os.environ, "COLUMNS": "200", "E2B_API_KEY": ""})
     assert done.returncode == 0
-    rows = {line.split("│")[1].strip(): line for line in done.stdout.splitlines() if "│" in line}
-    assert "yes" in rows["python"]
-    assert "yes" in rows["ruby"]
-    assert "local" in done.stdout
+    lines = [line for line in done.stdout.splitlines() if "│" in line or "┃" in line]
+    header = [cell.strip() for cell in lines[0].split("┃")[1:-1]]
+    assert header == ["language", "aliases", "local", "sandbox"]
+    rows = {cells[0]: cells for cells in
+            ([c.strip() for c in line.split("│")[1:-1]] for line in lines[1:])}  # fmt: skip
+    assert rows["python"][2:] == ["yes", "yes"] and rows["ruby"][2:] == ["yes", "yes"]
+    assert "not ready here: e2b, remote" in done.stdout
 
 
 def test_doctor_reports_ready_environments(tmp_path: Path) -> None:

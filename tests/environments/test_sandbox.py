@@ -242,3 +242,24 @@ def test_cgroup_v2_lifecycle() -> None:
         sleeper.kill()
         sleeper.wait()
         group.remove()
+
+
+async def test_a_held_sandbox_that_died_is_replaced_and_released(
+    sandbox: SandboxRunEnvironment,
+) -> None:
+    assert (await sandbox.execute("print(1)")).stdout == "1\n"
+    with anyio.fail_after(10):
+        while not sandbox._prestarted:  # the next run's sandbox is being set up
+            await anyio.sleep(0.01)
+    held = next(iter(sandbox._prestarted.values()))
+    assert held.started is not None
+    os.kill(held.started.pid, signal.SIGKILL)
+    with anyio.fail_after(10):
+        while held.started.alive():
+            await anyio.sleep(0.01)
+    assert (await sandbox.execute("print(2)")).stdout == "2\n"
+    child = held.started.child
+    with anyio.fail_after(10):
+        while not (child.proc.stdout is not None and child.proc.stdout.closed):
+            await anyio.sleep(0.01)
+    assert child.proc.returncode is not None  # reaped by us, not left as a zombie

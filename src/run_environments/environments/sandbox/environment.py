@@ -364,7 +364,7 @@ class SandboxRunEnvironment(CommandRunEnvironment):
 
     async def _dispose(self, sandbox: Sandbox, *, back_to: str | None) -> cgroups.Usage | None:
         """Stop ``sandbox`` if it still runs, return its files, remove its slot and cgroup."""
-        if sandbox.started is not None and sandbox.started.alive():
+        if sandbox.started is not None:
             await sandbox.started.abandon()
         sandbox.close_descriptors()
         usage = sandbox.cgroup.usage() if sandbox.cgroup is not None else None
@@ -417,7 +417,7 @@ class SandboxRunEnvironment(CommandRunEnvironment):
 
     async def close_process(self, sandbox: Sandbox) -> None:
         """Stop the process if it still runs, and remove its cgroup."""
-        if sandbox.started is not None and sandbox.started.alive():
+        if sandbox.started is not None:
             await sandbox.started.abandon()
         sandbox.close_descriptors()
         if sandbox.cgroup is not None:
@@ -494,10 +494,11 @@ class SandboxRunEnvironment(CommandRunEnvironment):
         """Kill every sandbox still running or started ahead, and remove every workspace,
         slot and cgroup left."""
         loop = asyncio.get_running_loop()
+        for task in list(self._warming.values()):
+            if task.get_loop() is loop:
+                task.cancel()  # set-ups may stop half-way (they clean up after themselves)
         tasks = [task for task in self._tasks if task.get_loop() is loop]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)  # disposals must finish
         while self._prestarted:
             _, sandbox = self._prestarted.popitem()
             await self._dispose(sandbox, back_to=None)
@@ -518,6 +519,7 @@ class SandboxRunEnvironment(CommandRunEnvironment):
                 sandbox.signal(sandbox.started.pid, signal.SIGKILL)
                 with contextlib.suppress(ChildProcessError):
                     sandbox.started.child.reap()
+                sandbox.started.child.close()
             sandbox.close_descriptors()
         self._prestarted.clear()
         self._groups.kill_all()
