@@ -71,7 +71,10 @@ async def main() -> None:
             if not status.ready:
                 console.print(f"[yellow]{name}: not ready ({status.reason})[/yellow]")
                 continue
-            await demo(env, console)
+            try:
+                await demo(env, console)
+            except RunEnvironmentError as exc:
+                console.print(f"[red]{name}: {exc}[/red]")
 
 
 if __name__ == "__main__":

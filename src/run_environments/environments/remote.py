@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .._errors import RunEnvironmentError
 from .._models import ExecutionOptions, ExecutionResult
 from ..client import Client
 from .base import EnvironmentStatus, LanguageSupport, RunEnvironment
@@ -45,12 +46,19 @@ class RemoteRunEnvironment(RunEnvironment):
             await client.aclose()
 
     async def is_ready(self) -> bool:
-        health = await self.client.health()
+        """Whether the server answers and its environment is ready (false if unreachable)."""
+        try:
+            health = await self.client.health()
+        except RunEnvironmentError:
+            return False
         name = self.environment or next(iter(health.get("ready", {})), None)
         return bool(health.get("ready", {}).get(name, False))
 
     async def status(self) -> EnvironmentStatus:
-        data = await self.client.languages()
+        try:
+            data = await self.client.languages()
+        except RunEnvironmentError as exc:
+            return EnvironmentStatus(name=self.name, ready=False, reason=str(exc))
         name = self.environment or data["default"]
         env = data["environments"][name]
         return EnvironmentStatus(
