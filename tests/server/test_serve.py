@@ -93,9 +93,12 @@ def test_sigterm_past_the_grace_kills_the_run(
         try:
             with httpx.stream("POST", f"{base}/v1/execute/stream", timeout=90,
                               json={"code": code, "environment": "local"}) as response:  # fmt: skip
+                text = ""  # print() may arrive as "1234" then "\n"
                 for line in response.iter_lines():
                     if line and "stdout" in json.loads(line):
-                        pids.append(int(json.loads(line)["stdout"]))
+                        text += json.loads(line)["stdout"]
+                        if text.endswith("\n") and not pids:
+                            pids.append(int(text))
             answers.append("ended")
         except httpx.TransportError as exc:
             answers.append(exc)
