@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import inspect
 import json
 import math
 import posixpath
@@ -15,6 +16,14 @@ from ._errors import ExecutionFailed, InvalidOptionsError
 
 OutputCallback = Callable[[str], Awaitable[None] | None]
 """Receives output text as it arrives; it may be a plain function or a coroutine function."""
+
+
+async def deliver(callback: OutputCallback, text: str) -> None:
+    """Give ``text`` to ``callback``, awaiting it if it is a coroutine function."""
+    returned = callback(text)
+    if inspect.isawaitable(returned):
+        await returned
+
 
 DEFAULT_TIMEOUT = 30.0
 DEFAULT_COMPILE_TIMEOUT = 60.0

@@ -14,7 +14,6 @@ import asyncio
 import codecs
 import collections
 import contextlib
-import inspect
 import os
 import resource
 import signal
@@ -27,7 +26,7 @@ from typing import IO, Any
 import anyio
 
 from ._errors import SpawnError
-from ._models import OutputCallback
+from ._models import OutputCallback, deliver
 
 READ_CHUNK = 1 << 16
 PIPE_GRACE = 0.2
@@ -135,9 +134,7 @@ class _Stream:
             return
         text = self.decoder.decode(chunk, final)
         if text:
-            returned = self.callback(text)
-            if inspect.isawaitable(returned):
-                await returned
+            await deliver(self.callback, text)
 
 
 class _Child:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import inspect
 import json
 import os
 from types import TracebackType
@@ -16,14 +15,13 @@ from ._errors import (
     EnvironmentUnavailableError,
     InvalidOptionsError,
     RateLimitError,
-    RunEnvironmentError,
     ServiceError,
     SpawnError,
     UnknownEnvironmentError,
     UnknownLanguageError,
     UnreachableError,
 )
-from ._models import ExecutionOptions, ExecutionResult
+from ._models import ExecutionOptions, ExecutionResult, deliver
 from ._sync import portal
 from .environments.base import merge_options
 
@@ -145,9 +143,7 @@ class Client:
                     ("stderr", options.on_stderr),
                 ):
                     if stream in item and callback is not None:
-                        returned = callback(item[stream])
-                        if inspect.isawaitable(returned):
-                            await returned
+                        await deliver(callback, item[stream])
                 if "result" in item:
                     return ExecutionResult.from_dict(item["result"])
                 if "error" in item:
@@ -231,4 +227,4 @@ class SyncClient:
         self.close()
 
 
-__all__ = ["Client", "RunEnvironmentError", "SyncClient"]
+__all__ = ["Client", "SyncClient"]

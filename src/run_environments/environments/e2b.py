@@ -24,19 +24,12 @@ from .._errors import (
     UnreachableError,
 )
 from .._languages import LANGUAGES, Language
-from .._models import ExecutionOptions, check_relative_path
+from .._models import ExecutionOptions, check_relative_path, deliver
 from .._process import Outcome
+from .._signals import BY_GO_NAME
 from .base import CommandRunEnvironment, EnvironmentStatus, Workspace, program_env
 
 HOME = "/home/user"
-SIGNALS = {
-    "killed": signal.SIGKILL, "terminated": signal.SIGTERM, "segmentation fault": signal.SIGSEGV,
-    "aborted": signal.SIGABRT, "interrupt": signal.SIGINT, "hangup": signal.SIGHUP,
-    "broken pipe": signal.SIGPIPE, "bus error": signal.SIGBUS, "illegal instruction": signal.SIGILL,
-    "floating point exception": signal.SIGFPE, "CPU time limit exceeded": signal.SIGXCPU,
-    "file size limit exceeded": signal.SIGXFSZ,
-}  # fmt: skip
-"""How envd (Go's ProcessState) names the signal that ended a command."""
 
 
 def _translate(exc: BaseException) -> RunEnvironmentError:
@@ -281,9 +274,7 @@ class _Run:
         callback = getattr(self.options, f"on_{name}") if self.stream else None
         if callback is not None and data:
             try:
-                returned = callback(data.decode("utf-8", "replace"))
-                if hasattr(returned, "__await__"):
-                    await returned
+                await deliver(callback, data.decode("utf-8", "replace"))
             except Exception as exc:
                 raise _CallbackError(exc) from exc
 
@@ -375,8 +366,8 @@ class _Run:
 
 def _signal_name(error: str | None) -> str:
     text = (error or "").removeprefix("signal: ").strip()
-    if text in SIGNALS:
-        return SIGNALS[text].name
+    if text in BY_GO_NAME:
+        return BY_GO_NAME[text].name
     with contextlib.suppress(ValueError, KeyError):
         return signal.Signals[f"SIG{text.upper()}"].name
     return "SIGKILL"

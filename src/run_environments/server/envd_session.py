@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import signal
 import stat
 import tempfile
@@ -19,6 +20,7 @@ from typing import Any
 
 import anyio
 
+from .._signals import GO_NAMES
 from .._workspace import remove_tree
 from ..environments.sandbox import SandboxRunEnvironment
 from ..environments.sandbox import bwrap as bubblewrap
@@ -34,16 +36,6 @@ class PathError(Exception):
     def __init__(self, message: str, missing: bool = False) -> None:
         self.missing = missing
         super().__init__(message)
-
-
-GO_NAMES = {
-    signal.SIGKILL: "killed", signal.SIGTERM: "terminated", signal.SIGSEGV: "segmentation fault",
-    signal.SIGABRT: "aborted", signal.SIGINT: "interrupt", signal.SIGHUP: "hangup",
-    signal.SIGPIPE: "broken pipe", signal.SIGBUS: "bus error", signal.SIGILL: "illegal instruction",
-    signal.SIGFPE: "floating point exception", signal.SIGXCPU: "CPU time limit exceeded",
-    signal.SIGXFSZ: "file size limit exceeded",
-}  # fmt: skip
-"""How envd (Go's ProcessState) names signals."""
 
 
 @dataclass
@@ -138,8 +130,8 @@ class Session:
     ) -> Process:
         cwd = cwd or HOME
         base, relative = self.locate(cwd)
-        with self._beneath(base, relative, create=True) as fd:
-            os.fchown(fd, *self._owner()) if self.env._user else None
+        with self._beneath(base, relative, create=True):
+            pass  # the working directory must exist before bubblewrap sets up
         env = {"PATH": bubblewrap.PATH, "HOME": HOME, "USER": "user", "LANG": "C.UTF-8"}
         env.update(envs)
         sandbox = await self.env.open_process(
@@ -318,8 +310,6 @@ class Session:
             except FileNotFoundError as exc:
                 raise PathError(f"{path}: no such file or directory", missing=True) from exc
             if stat.S_ISDIR(info.st_mode):
-                import shutil
-
                 shutil.rmtree(name, dir_fd=parent)
             else:
                 os.unlink(name, dir_fd=parent)

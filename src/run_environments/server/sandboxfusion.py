@@ -10,14 +10,14 @@ from __future__ import annotations
 import base64
 import binascii
 import signal
-from typing import Annotated, Literal
+from typing import Literal
 
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field, field_validator
 
 from .._errors import EnvironmentUnavailableError, InvalidOptionsError, SpawnError
 from .._models import CompileResult, ExecutionOptions, ExecutionResult, Limits
-from .native import service_of
+from .native import Seconds, service_of
 
 router = APIRouter(tags=["SandboxFusion"])
 
@@ -31,8 +31,6 @@ LANGUAGES: dict[str, str | None] = {
     "jest": None, "verilog": None, "python_gpu": None, "lean": None, "swift": None,
     "racket": None, "python2": None, "gtest": None, "react": None,
 }  # fmt: skip
-
-Seconds = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 
 
 class RunCodeRequest(BaseModel):

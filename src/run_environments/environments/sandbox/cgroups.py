@@ -94,9 +94,6 @@ class RunCgroup:
         for directory in self.directories:
             _kill_members(directory / "cgroup.procs")
 
-    def empty(self) -> bool:
-        return all(not (_read(d / "cgroup.procs") or "").split() for d in self.directories)
-
     def remove(self) -> bool:
         """Remove the cgroup; False while processes are still in it."""
         removed = True
@@ -203,12 +200,20 @@ def _writable(path: Path) -> bool:
     return path.is_dir() and os.access(path, os.W_OK | os.X_OK)
 
 
-def v2_cgroups() -> Cgroups | None:
-    """cgroup v2 with the memory and pids controllers, where we may use them."""
+def _unified() -> tuple[_Mount, Path] | None:
+    """The cgroup v2 mount, and this process's own cgroup in it."""
     mount = next((m for m in _mounts() if m.fstype == "cgroup2"), None)
     if mount is None:
         return None
-    own = _inside(mount, _own_paths().get("", "/"))
+    return mount, _inside(mount, _own_paths().get("", "/"))
+
+
+def v2_cgroups() -> Cgroups | None:
+    """cgroup v2 with the memory and pids controllers, where we may use them."""
+    unified = _unified()
+    if unified is None:
+        return None
+    mount, own = unified
     delegated = set((_read(own / "cgroup.subtree_control") or "").split())
     if {"memory", "pids"} <= delegated and _writable(own):
         return Cgroups(2, [own], frozenset(delegated & {"memory", "pids", "cpu"}))
@@ -250,7 +255,5 @@ def detect() -> Cgroups | None:
 
 def unified_hierarchy() -> Path | None:
     """This process's own cgroup in the v2 hierarchy, whatever controllers it has."""
-    mount = next((m for m in _mounts() if m.fstype == "cgroup2"), None)
-    if mount is None:
-        return None
-    return _inside(mount, _own_paths().get("", "/"))
+    unified = _unified()
+    return unified[1] if unified is not None else None

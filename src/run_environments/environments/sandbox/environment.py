@@ -364,9 +364,7 @@ class SandboxRunEnvironment(CommandRunEnvironment):
 
     async def _dispose(self, sandbox: Sandbox, *, back_to: str | None) -> cgroups.Usage | None:
         """Stop ``sandbox`` if it still runs, return its files, remove its slot and cgroup."""
-        if sandbox.started is not None:
-            await sandbox.started.abandon()
-        sandbox.close_descriptors()
+        await self._stop(sandbox)
         usage = sandbox.cgroup.usage() if sandbox.cgroup is not None else None
         if back_to is not None:
             move_entries(sandbox.slot, back_to)
@@ -417,11 +415,16 @@ class SandboxRunEnvironment(CommandRunEnvironment):
 
     async def close_process(self, sandbox: Sandbox) -> None:
         """Stop the process if it still runs, and remove its cgroup."""
+        await self._stop(sandbox)
+        if sandbox.cgroup is not None:
+            await self._retire(sandbox.cgroup)
+
+    @staticmethod
+    async def _stop(sandbox: Sandbox) -> None:
+        """Stop, reap and close the sandbox's processes and descriptors (again: nothing)."""
         if sandbox.started is not None:
             await sandbox.started.abandon()
         sandbox.close_descriptors()
-        if sandbox.cgroup is not None:
-            await self._retire(sandbox.cgroup)
 
     def own(self, path: str) -> None:
         """Give ``path`` to the sandbox's user (when we run as root)."""
