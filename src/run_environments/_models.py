@@ -30,6 +30,23 @@ DEFAULT_COMPILE_TIMEOUT = 60.0
 DEFAULT_MAX_OUTPUT_BYTES = 1 << 20
 
 
+MAX_FETCH_FILES = 1024
+"""The most paths one execution may ask to fetch."""
+
+
+def encode_text(text: str, what: str) -> bytes:
+    """``text`` as UTF-8.
+
+    :raises InvalidOptionsError: if it cannot be (a lone surrogate, as JSON may carry).
+    """
+    try:
+        return text.encode()
+    except UnicodeEncodeError as exc:
+        raise InvalidOptionsError(
+            f"{what} is not valid Unicode text: {exc.reason} at position {exc.start}"
+        ) from None
+
+
 def _check_str_map(name: str, value: Mapping[str, str]) -> dict[str, str]:
     result = dict(value)
     for key, item in result.items():
@@ -37,6 +54,8 @@ def _check_str_map(name: str, value: Mapping[str, str]) -> dict[str, str]:
             raise InvalidOptionsError(f"{name} must map str to str, got {key!r}: {item!r}")
         if not key or "=" in key or "\0" in key or "\0" in item:
             raise InvalidOptionsError(f"{name} has an invalid variable {key!r}")
+        encode_text(key, f"{name} name {key!r}")
+        encode_text(item, f"{name}[{key!r}]")
     return result
 
 
@@ -44,6 +63,7 @@ def check_relative_path(path: str) -> str:
     """Return ``path`` normalised, or raise if it could leave the working directory."""
     if not isinstance(path, str) or not path or "\0" in path:
         raise InvalidOptionsError(f"invalid file path {path!r}")
+    encode_text(path, f"file path {path!r}")
     if path.startswith("/") or ".." in path.split("/"):
         raise InvalidOptionsError(
             f"file path {path!r} must be relative and stay inside the working directory"
@@ -59,6 +79,8 @@ def _check_files(value: Mapping[str, str | bytes]) -> dict[str, str | bytes]:
     for path, content in dict(value).items():
         if not isinstance(content, str | bytes):
             raise InvalidOptionsError(f"content of file {path!r} must be str or bytes")
+        if isinstance(content, str):
+            encode_text(content, f"content of file {path!r}")
         files[check_relative_path(path)] = content
     return files
 
@@ -157,10 +179,16 @@ class ExecutionOptions:
             raise InvalidOptionsError("args must be a sequence of strings")
         if any("\0" in a for a in self.args):
             raise InvalidOptionsError("args must not contain NUL characters")
+        for i, arg in enumerate(self.args):
+            encode_text(arg, f"args[{i}]")
         if self.stdin is not None and not isinstance(self.stdin, str | bytes):
             raise InvalidOptionsError("stdin must be str, bytes or None")
+        if isinstance(self.stdin, str):
+            encode_text(self.stdin, "stdin")
         if self.cwd is not None and (not isinstance(self.cwd, str) or "\0" in self.cwd):
             raise InvalidOptionsError(f"invalid cwd {self.cwd!r}")
+        if self.cwd is not None:
+            encode_text(self.cwd, "cwd")
         if not isinstance(self.max_output_bytes, int) or self.max_output_bytes < 0:
             raise InvalidOptionsError("max_output_bytes must be a non-negative integer")
         if isinstance(self.limits, Mapping):
@@ -178,9 +206,12 @@ class ExecutionOptions:
         object.__setattr__(self, "files", _check_files(self.files))
         if isinstance(self.fetch_files, str | bytes):
             raise InvalidOptionsError("fetch_files must be a sequence of paths")
-        object.__setattr__(
-            self, "fetch_files", tuple(check_relative_path(p) for p in self.fetch_files)
-        )
+        fetch = tuple(self.fetch_files)
+        if len(fetch) > MAX_FETCH_FILES:
+            raise InvalidOptionsError(
+                f"fetch_files names {len(fetch)} paths; at most {MAX_FETCH_FILES}"
+            )
+        object.__setattr__(self, "fetch_files", tuple(check_relative_path(p) for p in fetch))
 
     def replace(self, **changes: Any) -> ExecutionOptions:
         """Return a copy with ``changes`` applied (and validated)."""

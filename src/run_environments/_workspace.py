@@ -1,16 +1,34 @@
-"""Private working directories on this machine's file system."""
+"""Private working directories on this machine's file system, handled through descriptors.
+
+Untrusted code may have touched anything inside a workspace: a directory may have become a
+symbolic link, a file a FIFO, a tree may be thousands of levels deep or hold millions of
+entries. So every operation on a path inside a workspace walks it one component at a time
+from an open directory descriptor, with ``O_NOFOLLOW`` (a link is never followed), opens
+nothing that is not a regular file or a directory, and never recurses. These functions block:
+environments call them in a worker thread.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
-import shutil
 import stat
 import tempfile
-from collections.abc import Iterator, Sequence
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import anyio
 
 from ._errors import InvalidOptionsError
 from ._models import check_relative_path
+
+T = TypeVar("T")
+DIRECTORY = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+MAX_OPEN_DEPTH = 32
+"""Directories held open at once while removing a tree; deeper ones are moved up first."""
 
 
 def default_parent(shared: bool = False) -> str:
@@ -42,52 +60,156 @@ def reachable_by_others(path: str) -> bool:
         current = os.path.dirname(current)
 
 
-@contextlib.contextmanager
-def temporary_directory(parent: str | None = None) -> Iterator[str]:
+async def off_loop(function: Callable[..., T], *args: Any) -> T:
+    """Run a blocking file operation in a worker thread, to its end even when cancelled."""
+    with anyio.CancelScope(shield=True):
+        result = await anyio.to_thread.run_sync(function, *args)
+    return result
+
+
+@contextlib.asynccontextmanager
+async def temporary_directory(parent: str | None = None) -> AsyncIterator[str]:
     """A fresh directory only we can enter, removed with everything in it afterwards."""
     path = tempfile.mkdtemp(prefix="runenv-", dir=parent or default_parent())
     try:
         yield path
     finally:
-        remove_tree(path)
+        await off_loop(remove_tree, path)
 
 
-def remove_tree(path: str) -> None:
-    """Remove ``path`` even where the program took away permissions inside it."""
-
-    def retry(function: object, failed: str, exc_info: object) -> None:
-        with contextlib.suppress(OSError):
-            parent = os.path.dirname(failed)
-            os.chmod(parent, stat.S_IRWXU)
-            if os.path.isdir(failed) and not os.path.islink(failed):
-                os.chmod(failed, stat.S_IRWXU)
-                shutil.rmtree(failed, ignore_errors=True)
-            else:
-                os.unlink(failed)
-
+# -- walking beneath a directory ---------------------------------------------------------
+@contextlib.contextmanager
+def opened(path: str | int, flags: int = DIRECTORY) -> Iterator[int]:
+    """A descriptor of ``path`` (our own directory, so the path is trusted), or a duplicate
+    of the descriptor ``path``; closed afterwards."""
+    fd = os.dup(path) if isinstance(path, int) else os.open(path, flags | os.O_CLOEXEC)
     try:
-        with os.scandir(path) as listing:
-            entries = list(listing)
-        if all(not entry.is_dir(follow_symlinks=False) for entry in entries):
-            for entry in entries:  # the common case: a few files, no subdirectories
-                os.unlink(entry.path)
-            os.rmdir(path)
-            return
+        yield fd
+    finally:
+        os.close(fd)
+
+
+def open_beneath(
+    root: int, parts: Sequence[str], *, create: bool = False, owner: tuple[int, int] | None = None
+) -> int:
+    """Open the directory ``root/parts...`` without following any link; with ``create``,
+    make missing directories (given to ``owner``). The caller closes the result.
+
+    :raises OSError: ELOOP or ENOTDIR where a component is a link or not a directory.
+    """
+    fd = os.dup(root)
+    try:
+        for part in parts:
+            child = _open_or_make(fd, part, create, owner)
+            os.close(fd)
+            fd = child
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _open_or_make(parent: int, name: str, create: bool, owner: tuple[int, int] | None) -> int:
+    try:
+        return os.open(name, DIRECTORY, dir_fd=parent)
     except FileNotFoundError:
-        return
-    except OSError:
-        pass
-    shutil.rmtree(path, onerror=retry)
+        if not create:
+            raise
+    with contextlib.suppress(FileExistsError):  # made meanwhile: opened below all the same
+        os.mkdir(name, 0o755, dir_fd=parent)
+    fd = os.open(name, DIRECTORY, dir_fd=parent)
+    if owner is not None:
+        os.fchown(fd, *owner)
+    return fd
 
 
-def write_files(root: str, files: dict[str, bytes]) -> None:
-    """Write relative path -> content under ``root``, never following a link."""
-    for relative, content in files.items():
-        target = os.path.join(root, check_relative_path(relative))
-        os.makedirs(os.path.dirname(target), exist_ok=True)
-        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(content)
+def split(relative: str) -> list[str]:
+    """The components of a checked relative path."""
+    return check_relative_path(relative).split("/")
+
+
+def describe(path: str, exc: OSError) -> str:
+    """Why an operation on the workspace path ``path`` failed, in words."""
+    reasons = {
+        errno.ELOOP: "a component is a symbolic link",
+        errno.ENOTDIR: "a component is not a directory",
+        errno.EISDIR: "it is a directory",
+        errno.ENXIO: "it is not a regular file",
+        errno.ENOENT: "no such file or directory",
+        errno.EEXIST: "it already exists",
+        errno.ENOSPC: "no space left",
+    }
+    return f"{path!r}: {reasons.get(exc.errno or 0, exc.strerror or str(exc))}"
+
+
+def open_regular(parent: int, name: str, flags: int, mode: int = 0o644) -> int:
+    """Open ``name`` in ``parent`` only if it is a regular file (never blocking on a FIFO,
+    never following a link); the descriptor is blocking again afterwards.
+
+    :raises OSError: ENXIO if it is anything but a regular file.
+    """
+    fd = os.open(name, flags | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, mode, dir_fd=parent)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OSError(errno.ENXIO, "not a regular file")
+    os.set_blocking(fd, True)
+    return fd
+
+
+# -- writing and reading -----------------------------------------------------------------
+def check_tree(paths: Iterable[str]) -> None:
+    """Refuse a set of file paths where one would have to be a file and a directory."""
+    files = set(paths)
+    for path in files:
+        parts = path.split("/")
+        for i in range(1, len(parts)):
+            if "/".join(parts[:i]) in files:
+                raise InvalidOptionsError(
+                    f"file {path!r} would be inside {'/'.join(parts[:i])!r}, which is a file"
+                )
+
+
+def write_file(root: int, relative: str, data: bytes, owner: tuple[int, int] | None) -> None:
+    """Write ``data`` to ``root/relative``, making its directories (see module docstring)."""
+    *parents, name = split(relative)
+    parent = open_beneath(root, parents, create=True, owner=owner)
+    try:
+        fd = open_regular(parent, name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+    finally:
+        os.close(parent)
+    with os.fdopen(fd, "wb") as fh:
+        if owner is not None:
+            os.fchown(fd, *owner)
+        fh.write(data)
+
+
+def write_files(
+    root: str, files: Mapping[str, bytes], owner: tuple[int, int] | None = None
+) -> None:
+    """Write relative path -> content under ``root``.
+
+    :raises InvalidOptionsError: where a path cannot be written (a component is a file or a
+        link, the file is a FIFO...).
+    """
+    check_tree(files)
+    with opened(root) as fd:
+        for relative, content in files.items():
+            try:
+                write_file(fd, relative, content, owner)
+            except OSError as exc:
+                raise InvalidOptionsError(f"cannot write file {describe(relative, exc)}") from None
+
+
+def make_dirs(root: str, relative: str, owner: tuple[int, int] | None = None) -> None:
+    """Make ``root/relative`` and the directories above it, never through a link.
+
+    :raises InvalidOptionsError: if a component is a file or a link.
+    """
+    with opened(root) as fd:
+        try:
+            os.close(open_beneath(fd, split(relative), create=True, owner=owner))
+        except OSError as exc:
+            raise InvalidOptionsError(f"cwd {describe(relative, exc)}") from None
 
 
 def working_directory(root: str, cwd: str | None) -> str:
@@ -98,40 +220,177 @@ def working_directory(root: str, cwd: str | None) -> str:
         if not os.path.isdir(cwd):
             raise InvalidOptionsError(f"cwd {cwd!r} is not a directory")
         return cwd
-    path = os.path.join(root, check_relative_path(cwd))
-    os.makedirs(path, exist_ok=True)
-    return path
+    make_dirs(root, cwd)
+    return os.path.join(root, check_relative_path(cwd))
 
 
 FETCH_LIMIT = 16 << 20
 """The most read of one fetched file."""
+FETCH_TOTAL = 64 << 20
+"""The most read of all fetched files of one run together."""
 
 
-def read_files(root: str, paths: Sequence[str], limit: int = FETCH_LIMIT) -> dict[str, bytes]:
-    """Read regular files under ``root``, never following a link (the program may have made
-    some); missing files, links and anything but regular files are left out."""
-    found = {}
-    for relative in paths:
-        content = _read_beneath(root, check_relative_path(relative).split("/"), limit)
-        if content is not None:
+@dataclass(frozen=True)
+class Fetched:
+    """Files read back from a workspace, and the paths that could not be."""
+
+    files: dict[str, bytes]
+    missing: tuple[str, ...]
+
+
+def read_files(
+    root: str, paths: Sequence[str], limit: int = FETCH_LIMIT, total: int = FETCH_TOTAL
+) -> Fetched:
+    """Read regular files under ``root``. Missing files, links, anything but regular files
+    and files past the ``total`` bound are ``missing``; a file is cut at ``limit`` bytes, and
+    files that are the same inode (hard links) are read once."""
+    found: dict[str, bytes] = {}
+    missing: list[str] = []
+    seen: dict[tuple[int, int], bytes] = {}
+    budget = total
+    with opened(root) as fd:
+        for relative in dict.fromkeys(paths):
+            content = _read_beneath(fd, split(relative), min(limit, budget), seen)
+            if content is None or (len(content) > budget):
+                missing.append(relative)
+                continue
             found[relative] = content
-    return found
+            budget -= len(content)
+    return Fetched(found, tuple(missing))
 
 
-def _read_beneath(root: str, parts: list[str], limit: int) -> bytes | None:
-    opened = [os.open(root, os.O_RDONLY | os.O_DIRECTORY)]
+def _read_beneath(
+    root: int, parts: list[str], limit: int, seen: dict[tuple[int, int], bytes]
+) -> bytes | None:
     try:
-        for part in parts[:-1]:
-            flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
-            opened.append(os.open(part, flags, dir_fd=opened[-1]))
-        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK
-        opened.append(os.open(parts[-1], flags, dir_fd=opened[-1]))
-        if not stat.S_ISREG(os.fstat(opened[-1]).st_mode):
-            return None
-        with os.fdopen(os.dup(opened[-1]), "rb") as fh:
-            return fh.read(limit)
+        parent = open_beneath(root, parts[:-1])
+        try:
+            fd = open_regular(parent, parts[-1], os.O_RDONLY)
+        finally:
+            os.close(parent)
     except OSError:
         return None
+    with os.fdopen(fd, "rb") as fh:
+        info = os.fstat(fd)
+        key = (info.st_dev, info.st_ino)
+        if key not in seen:
+            seen[key] = fh.read(limit)
+        return seen[key][:limit]
+
+
+# -- removing ----------------------------------------------------------------------------
+def remove_tree(path: str, attempts: int = 3) -> None:
+    """Remove ``path`` and everything below it, however deep or wide, without following a
+    link, and where the program took permissions away inside it. Entries made meanwhile
+    are removed too, up to ``attempts`` passes over a directory that keeps refilling.
+
+    :raises OSError: if something could not be removed.
+    """
+    parent, name = os.path.split(os.path.normpath(path))
+    try:
+        with opened(parent or "/") as fd:
+            remove_entry(fd, name, attempts)
+    except FileNotFoundError:
+        return
+
+
+def remove_entry(parent: int, name: str, attempts: int = 3) -> None:
+    """Remove the entry ``name`` of the directory ``parent`` (a whole tree if it is one)."""
+    if _unlink(parent, name):
+        return
+    root = _open_dir(parent, name)
+    try:
+        _empty(root, attempts)
     finally:
-        for fd in opened:
-            os.close(fd)
+        os.close(root)
+    with contextlib.suppress(FileNotFoundError):
+        os.rmdir(name, dir_fd=parent)
+
+
+def _unlink(parent: int, name: str) -> bool:
+    """Unlink a non-directory; False if ``name`` is a directory."""
+    for _ in range(2):
+        try:
+            os.unlink(name, dir_fd=parent)
+            return True
+        except FileNotFoundError:
+            return True
+        except IsADirectoryError:
+            return False
+        except PermissionError:
+            os.fchmod(parent, stat.S_IRWXU)  # the program made its directory read-only
+    os.unlink(name, dir_fd=parent)
+    return True
+
+
+def _open_dir(parent: int, name: str) -> int:
+    try:
+        return os.open(name, DIRECTORY, dir_fd=parent)
+    except PermissionError:  # not root, and the program took our permissions away
+        path_fd = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent)
+        try:
+            if not stat.S_ISDIR(os.fstat(path_fd).st_mode):
+                raise
+            os.chmod(f"/proc/self/fd/{path_fd}", stat.S_IRWXU)
+        finally:
+            os.close(path_fd)
+        return os.open(name, DIRECTORY, dir_fd=parent)
+
+
+def _empty(root: int, attempts: int) -> None:
+    """Empty the directory ``root`` with a stack of at most :data:`MAX_OPEN_DEPTH`
+    descriptors: a subtree found deeper is renamed into ``root`` and emptied from there."""
+    stack: list[_Frame] = [_Frame(root, "", 0)]
+    try:
+        while stack:
+            top = stack[-1]
+            child = _clear_until_directory(top.fd, root, deep=len(stack) >= MAX_OPEN_DEPTH)
+            if child is not None:
+                stack.append(_Frame(_open_dir(top.fd, child), child, 0))
+                continue
+            stack.pop()
+            if not stack:
+                return
+            os.close(top.fd)
+            parent = stack[-1].fd
+            try:
+                os.rmdir(top.name, dir_fd=parent)
+            except FileNotFoundError:
+                pass
+            except OSError as exc:  # refilled meanwhile: go through it again, a few times
+                if exc.errno != errno.ENOTEMPTY or top.passes + 1 >= attempts:
+                    raise
+                stack.append(_Frame(_open_dir(parent, top.name), top.name, top.passes + 1))
+    finally:
+        for frame in stack[1:]:
+            os.close(frame.fd)
+
+
+@dataclass
+class _Frame:
+    fd: int
+    name: str
+    passes: int
+
+
+def _clear_until_directory(fd: int, root: int, *, deep: bool) -> str | None:
+    """Remove the entries of ``fd`` that are not non-empty directories; return the first
+    such directory (or None when ``fd`` is empty). At the depth bound, such directories are
+    moved up into ``root`` instead."""
+    with os.scandir(fd) as entries:
+        for entry in entries:
+            if _unlink(fd, entry.name):
+                continue
+            try:
+                os.rmdir(entry.name, dir_fd=fd)
+                continue
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST, errno.EACCES, errno.EPERM):
+                    raise
+            if deep:
+                os.rename(entry.name, f".runenv-{uuid.uuid4().hex}", src_dir_fd=fd, dst_dir_fd=root)
+                continue
+            return entry.name
+    return None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import resource
 import signal as signals
 import sys
 from typing import Any
@@ -231,7 +232,7 @@ def serve(**flags: Any) -> None:
     try:
         import uvicorn
 
-        from .server import ServerSettings, create_app
+        from .server import ServerSettings, create_app, server_config
     except ImportError as exc:
         raise click.ClickException(
             f"serving needs {exc.name}: pip install 'run-environments[server]'"
@@ -249,10 +250,21 @@ def serve(**flags: Any) -> None:
         )
     err.print(f"runenv: serving the {settings.environment} environment on "
               f"http://{settings.host}:{settings.port}")  # fmt: skip
-    uvicorn.run(
-        app,
-        host=settings.host,
-        port=settings.port,
-        timeout_graceful_shutdown=math.ceil(settings.grace),
-        log_level="warning",
+    if settings.token is None and not settings.loopback:
+        err.print(
+            f"[bold red]runenv: WARNING: serving on {settings.host}, beyond this machine, with no "
+            "API token: anyone who reaches the port can run code (set --token or RUNENV_TOKEN)"
+            "[/bold red]"
+        )
+    _raise_descriptor_limit()
+    config = server_config(
+        app, settings, timeout_graceful_shutdown=math.ceil(settings.grace), log_level="warning"
     )
+    uvicorn.Server(config).run()
+
+
+def _raise_descriptor_limit() -> None:
+    """Let the server hold as many connections as the hard limit allows (it bounds them)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))

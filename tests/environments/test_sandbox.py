@@ -111,8 +111,7 @@ async def test_execution_limits_override_environment_defaults(shared_tmp: Path) 
 
 
 async def test_rlimit_fallback_without_cgroups(shared_tmp: Path) -> None:
-    async with SandboxRunEnvironment(tmp_dir=str(shared_tmp)) as env:
-        env._cgroups = None  # as on a machine without usable controllers
+    async with SandboxRunEnvironment(tmp_dir=str(shared_tmp), cgroups=False) as env:
         status = await env.status()
         assert any("RLIMIT_DATA" in note for note in status.notes)
         code = "try:\n    x = bytearray(200 << 20)\nexcept MemoryError:\n    print('refused')"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import threading
 import time
 from collections.abc import Iterator, Mapping
@@ -13,7 +14,7 @@ import pytest
 import uvicorn
 
 from run_environments import LocalRunEnvironment, RunEnvironment, SandboxRunEnvironment
-from run_environments.server import ServerSettings, create_app
+from run_environments.server import ServerSettings, create_app, server_config
 
 
 @contextlib.contextmanager
@@ -33,8 +34,8 @@ def serving(
 ) -> Iterator[tuple[str, uvicorn.Server]]:
     """Serve on 127.0.0.1 (a free port by default); yields the base URL and the server."""
     app = create_app(settings, environments)
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
-    server = uvicorn.Server(config)
+    local = dataclasses.replace(settings, host="127.0.0.1", port=port)
+    server = uvicorn.Server(server_config(app, local, log_level="warning", lifespan="on"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30

@@ -9,11 +9,13 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, ClassVar
 
+import anyio
+
 from .._errors import LanguageUnavailableError
 from .._languages import LANGUAGES, Language, Toolchain, get_language, resolve
-from .._models import CompileResult, ExecutionOptions, ExecutionResult
+from .._models import CompileResult, ExecutionOptions, ExecutionResult, encode_text
 from .._process import Outcome
-from .._workspace import read_files
+from .._workspace import check_tree, read_files
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -91,8 +93,14 @@ def merge_options(options: ExecutionOptions | None, overrides: dict[str, Any]) -
 
 def program_env(language: Language, options: ExecutionOptions, stream: bool) -> dict[str, str]:
     """The variables a run adds to its environment's own: ``options.env``, over the
-    language's unbuffered-output variables when output streams to callbacks."""
-    if stream and (options.on_stdout or options.on_stderr):
+    language's unbuffered-output variables when output streams to callbacks.
+
+    A compile step (``stream`` false) adds nothing: ``options.env`` is the program's, and in
+    a compiler it could run code the client sent (``LD_PRELOAD``, ``JAVA_TOOL_OPTIONS``,
+    ``GOFLAGS=-toolexec=...``, ``NODE_OPTIONS``) before the program exists."""
+    if not stream:
+        return {}
+    if options.on_stdout or options.on_stderr:
         return {**language.stream_env, **options.env}
     return dict(options.env)
 
@@ -229,7 +237,8 @@ class CommandRunEnvironment(RunEnvironment):
         if not isinstance(chain, Toolchain):
             raise LanguageUnavailableError(language.name, self.name, chain)
         files = {path: _as_bytes(content) for path, content in options.files.items()}
-        files[language.code_filename] = code.encode()
+        files[language.code_filename] = encode_text(code, "code")
+        check_tree(files)
         async with self._workspace() as workspace:
             await self._write(workspace, files)
             compile_argv, run_argv = chain.commands(workspace.path)
@@ -262,7 +271,8 @@ class CommandRunEnvironment(RunEnvironment):
             return {}
         if workspace.host is None:
             raise NotImplementedError(f"{type(self).__name__} must implement _fetch")
-        return read_files(workspace.host, paths)
+        fetched = await anyio.to_thread.run_sync(read_files, workspace.host, paths)
+        return fetched.files
 
     async def _compile(
         self, argv: list[str], workspace: Workspace, options: ExecutionOptions, language: Language
@@ -290,4 +300,4 @@ class CommandRunEnvironment(RunEnvironment):
 
 
 def _as_bytes(content: str | bytes) -> bytes:
-    return content.encode() if isinstance(content, str) else content
+    return content.encode() if isinstance(content, str) else content  # checked by the options

@@ -13,7 +13,13 @@ from collections.abc import AsyncIterator
 from .._languages import Language
 from .._models import ExecutionOptions
 from .._process import Outcome, ProcessGroups, kill_marked, run_process
-from .._workspace import remove_tree, temporary_directory, working_directory, write_files
+from .._workspace import (
+    off_loop,
+    remove_tree,
+    temporary_directory,
+    working_directory,
+    write_files,
+)
 from .base import CommandRunEnvironment, Workspace, program_env
 
 MARKER = "RUNENV_RUN"
@@ -62,7 +68,7 @@ class LocalRunEnvironment(CommandRunEnvironment):
 
     @contextlib.asynccontextmanager
     async def _workspace(self) -> AsyncIterator[Workspace]:
-        with temporary_directory(self._tmp_dir) as path:
+        async with temporary_directory(self._tmp_dir) as path:
             self._workspaces.add(path)
             try:
                 yield Workspace(path, host=path)
@@ -70,7 +76,7 @@ class LocalRunEnvironment(CommandRunEnvironment):
                 self._workspaces.discard(path)
 
     async def _write(self, workspace: Workspace, files: dict[str, bytes]) -> None:
-        write_files(workspace.path, files)
+        await off_loop(write_files, workspace.path, files)
 
     def _environment(
         self, workspace: Workspace, options: ExecutionOptions, language: Language, stream: bool
@@ -104,7 +110,7 @@ class LocalRunEnvironment(CommandRunEnvironment):
         try:
             outcome = await run_process(
                 argv,
-                cwd=working_directory(workspace.path, options.cwd),
+                cwd=await off_loop(working_directory, workspace.path, options.cwd),
                 env=env,
                 timeout=timeout,
                 stdin=stdin,
@@ -125,7 +131,7 @@ class LocalRunEnvironment(CommandRunEnvironment):
         self._groups.kill_all()
         kill_marked(MARKER, self._instance)
         for path in list(self._workspaces):
-            remove_tree(path)
+            await off_loop(remove_tree, path)
 
 
 def _host_environment() -> dict[bytes, bytes]:

@@ -9,11 +9,12 @@ from collections.abc import AsyncIterator, Mapping
 from importlib.metadata import version
 from typing import Any
 
+import uvicorn
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
 from .._errors import (
     EnvironmentUnavailableError,
@@ -27,7 +28,8 @@ from ..environments.base import RunEnvironment
 from ..environments.sandbox import SandboxRunEnvironment
 from . import e2b_envd, native, piston, sandboxfusion
 from .admission import Overloaded
-from .envd_session import Session
+from .envd_session import Session, SessionLimits, Sessions
+from .intake import Intake, guarded_protocol
 from .service import Service
 from .settings import ServerSettings
 
@@ -48,27 +50,26 @@ def create_app(
     if environments is None:
         environments = {name: create_environment(name) for name in settings.environments}
     service = Service(settings, environments)
-    sessions: list[Session] = []
+    limits = SessionLimits(quota=settings.session_quota, process_seconds=settings.max_timeout)
 
-    def envd() -> Session:
-        """The E2B-compatible session, made on first use, over the sandbox environment."""
-        if not sessions:
-            sandbox = next(
-                (e for e in service.environments.values() if isinstance(e, SandboxRunEnvironment)),
-                None,
-            )
-            if sandbox is None:
-                raise EnvironmentUnavailableError("the E2B API needs the sandbox environment")
-            sessions.append(Session(sandbox))
-        return sessions[0]
+    def session() -> Session:
+        """A new E2B-compatible session over the sandbox environment."""
+        sandbox = next(
+            (e for e in service.environments.values() if isinstance(e, SandboxRunEnvironment)),
+            None,
+        )
+        if sandbox is None:
+            raise EnvironmentUnavailableError("the E2B API needs the sandbox environment")
+        return Session(sandbox, service.admission, limits)
+
+    sessions = Sessions(session, settings.max_sessions)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         try:
             yield
         finally:
-            for session in sessions:
-                await session.close()
+            await sessions.close()
             await service.cleanup()
 
     app = FastAPI(
@@ -78,7 +79,7 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.service = service
-    app.state.envd = envd
+    app.state.envd = sessions
     guarded = [Depends(_token_check(settings.token))]
     app.include_router(native.health)
     app.include_router(native.router, dependencies=guarded)
@@ -86,13 +87,30 @@ def create_app(
     app.include_router(piston.router, dependencies=guarded)
     app.include_router(e2b_envd.router, dependencies=guarded)
     _handle_errors(app)
-    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     app.add_middleware(
         e2b_envd.EnvdDispatch,
-        session=envd,
+        sessions=sessions,
         check_token=lambda headers: _token_ok(settings.token, headers),
     )
+    app.add_middleware(
+        Intake,
+        limit=settings.max_body_bytes,
+        budget=settings.max_pending_bytes,
+        deadline=settings.body_timeout,
+        error_body=_error_json,
+    )
     return app
+
+
+def server_config(app: FastAPI, settings: ServerSettings, **options: Any) -> uvicorn.Config:
+    """uvicorn's configuration for ``app``: its HTTP protocol closes half-sent requests and
+    connections past the server's maximum."""
+    protocol = guarded_protocol(
+        AutoHTTPProtocol,
+        header_timeout=settings.header_timeout,
+        max_connections=settings.max_connections,
+    )
+    return uvicorn.Config(app, host=settings.host, port=settings.port, http=protocol, **options)
 
 
 def _offered(headers: Mapping[bytes, bytes]) -> str:
@@ -119,12 +137,16 @@ def _token_check(token: str | None) -> Any:
     return check
 
 
+def _error_json(path: str, status: int, message: str, **extra: Any) -> dict[str, Any]:
+    if path.startswith(PISTON):
+        return {"message": message}
+    return {"error": {"message": message, **extra}}
+
+
 def error_body(request: Request, status: int, message: str, **extra: Any) -> JSONResponse:
     """An error in the format of the API the request was for."""
     headers = {"Retry-After": "1"} if status in (429, 503) else None
-    if request.url.path.startswith(PISTON):
-        return JSONResponse({"message": message}, status_code=status, headers=headers)
-    return JSONResponse({"error": {"message": message, **extra}}, status, headers=headers)
+    return JSONResponse(_error_json(request.url.path, status, message, **extra), status, headers)
 
 
 def _status(exc: RunEnvironmentError) -> int:
@@ -163,51 +185,17 @@ def _handle_errors(app: FastAPI) -> None:
         status = 400 if request.url.path.startswith(PISTON) else 422
         if request.url.path.startswith(PISTON):
             return error_body(request, status, problems)
-        return JSONResponse({"detail": json.loads(json.dumps(exc.errors(), default=str))}, 422)
+        return JSONResponse({"detail": [_plain(error) for error in exc.errors()]}, 422)
+
+
+def _plain(error: Mapping[str, Any]) -> dict[str, Any]:
+    """A validation error as strict JSON (its input may be NaN, bytes or anything else)."""
+    plain = {k: v for k, v in error.items() if k not in ("input", "ctx", "url")}
+    text = json.dumps(error.get("input"), default=repr, allow_nan=True)
+    plain["input"] = text if len(text) <= 200 else text[:200] + "..."
+    return plain
 
 
 def _describe(error: Mapping[str, Any]) -> str:
     where = ".".join(str(part) for part in error.get("loc", ()) if part != "body")
     return f"{where}: {error.get('msg', 'invalid')}" if where else str(error.get("msg"))
-
-
-class BodyLimit:
-    """Refuse request bodies over ``limit`` bytes with 413, by header or as they stream in."""
-
-    def __init__(self, app: ASGIApp, limit: int) -> None:
-        self.app = app
-        self.limit = limit
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        length = dict(scope["headers"]).get(b"content-length", b"")
-        if length.isdigit() and int(length) > self.limit:
-            await self._refuse(scope, receive, send)
-            return
-        received = 0
-        refused = False
-
-        async def counted() -> Message:
-            nonlocal received, refused
-            message = await receive()
-            if message["type"] == "http.request" and not refused:
-                received += len(message.get("body", b""))
-                if received > self.limit:
-                    refused = True
-                    await self._refuse(scope, receive, send)
-                    return {"type": "http.disconnect"}  # the application stops reading
-            return message
-
-        async def unless_refused(message: Message) -> None:
-            if not refused:
-                await send(message)
-
-        await self.app(scope, counted, unless_refused)
-
-    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
-        message = f"the request body is larger than {self.limit} bytes"
-        path = scope.get("path", "")
-        body = {"message": message} if path.startswith(PISTON) else {"error": {"message": message}}
-        await JSONResponse(body, 413)(scope, receive, send)

@@ -8,6 +8,7 @@ The generated messages and server stubs come from the ``e2b`` package; the work 
 
 from __future__ import annotations
 
+import os
 import signal
 import stat
 from collections.abc import AsyncIterator
@@ -22,19 +23,41 @@ from e2b.envd.filesystem.filesystem_connect import FilesystemASGIApplication
 from e2b.envd.process import process_pb as pb
 from e2b.envd.process.process_connect import ProcessASGIApplication
 from fastapi import APIRouter, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 from protobuf import Oneof
 from protobuf.wkt import Timestamp
 from starlette.datastructures import UploadFile
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from .envd_session import Event, PathError, Session
+from .._errors import EnvironmentUnavailableError, RunEnvironmentError, SpawnError
+from .._workspace import off_loop
+from .admission import Overloaded
+from .envd_session import READ_CHUNK, Event, PathError, Session, Sessions
 
 router = APIRouter(tags=["E2B envd"])
 
 
-def _error(exc: PathError) -> ConnectError:
-    return ConnectError(Code.NOT_FOUND if exc.missing else Code.PERMISSION_DENIED, str(exc))
+def _error(exc: Exception) -> ConnectError:
+    if isinstance(exc, PathError):
+        return ConnectError(Code.NOT_FOUND if exc.missing else Code.INVALID_ARGUMENT, str(exc))
+    if isinstance(exc, Overloaded):
+        return ConnectError(Code.RESOURCE_EXHAUSTED, "too many commands are running; retry later")
+    if isinstance(exc, EnvironmentUnavailableError | SpawnError):
+        return ConnectError(Code.UNAVAILABLE, str(exc))
+    return ConnectError(Code.INVALID_ARGUMENT, str(exc))
+
+
+FAILURES = (RunEnvironmentError, Overloaded)
+"""What a service call turns into a Connect error (anything else is a bug: ``unknown``)."""
+
+
+def identity(headers: Any) -> str:
+    """The session key of a request: the token it offers and the sandbox id it names."""
+    get = headers.get
+    authorization = get("authorization") or ""
+    token = authorization[7:] if authorization.lower().startswith("bearer ") else ""
+    token = token or get("x-access-token") or get("x-api-key") or ""
+    return Sessions.identity(token, get("e2b-sandbox-id") or "")
 
 
 def _event(event: Event, pid: int) -> pb.ProcessEvent:
@@ -71,8 +94,14 @@ def _unimplemented(what: str) -> ConnectError:
 class ProcessService:
     """``process.Process``: start, attach to, list, feed and signal commands (no PTY)."""
 
-    def __init__(self, session: Session) -> None:
-        self.session = session
+    def __init__(self, sessions: Sessions) -> None:
+        self.sessions = sessions
+
+    async def _session(self, ctx: Any) -> Session:
+        try:
+            return await self.sessions.get(identity(ctx.request_headers))
+        except FAILURES as exc:
+            raise _error(exc) from None
 
     async def update(self, request: Any, ctx: Any) -> Any:
         raise _unimplemented("resizing a PTY")
@@ -84,32 +113,39 @@ class ProcessService:
         config = request.process or pb.ProcessConfig()
         if not config.cmd:
             raise ConnectError(Code.INVALID_ARGUMENT, "process.cmd is required")
+        if any("\0" in part for part in (config.cmd, *config.args)):
+            raise ConnectError(Code.INVALID_ARGUMENT, "process.cmd and args may not contain NUL")
+        session = await self._session(ctx)
         try:
-            process = await self.session.spawn(
+            process, follower, stack = await session.spawn(
                 [config.cmd, *config.args],
                 dict(config.envs),
                 config.cwd if config.has_field("cwd") else None,
                 request.tag if request.has_field("tag") else None,
             )
-        except PathError as exc:
-            raise _error(exc) from exc
-        if not request.stdin:
-            process.close_stdin()
-        async for event in process.follow():
-            yield pb.StartResponse(event=_event(event, process.pid))
+        except FAILURES as exc:
+            raise _error(exc) from None
+        async with stack:
+            if not request.stdin:
+                process.close_stdin()
+            async for event in follower.events():
+                yield pb.StartResponse(event=_event(event, process.pid))
 
     async def connect(
         self, request: pb.ConnectRequest, ctx: Any
     ) -> AsyncIterator[pb.ConnectResponse]:
+        session = await self._session(ctx)
         try:
-            process = self.session.process(_pid(request.process))
+            process = session.process(_pid(request.process))
         except PathError as exc:
             raise _error(exc) from exc
-        yield pb.ConnectResponse(event=_event(Event("start"), process.pid))
-        async for event in process.follow(since=len(process.events)):
-            yield pb.ConnectResponse(event=_event(event, process.pid))
+        with process.follow() as follower:
+            yield pb.ConnectResponse(event=_event(Event("start"), process.pid))
+            async for event in follower.events():
+                yield pb.ConnectResponse(event=_event(event, process.pid))
 
     async def list(self, request: pb.ListRequest, ctx: Any) -> pb.ListResponse:
+        session = await self._session(ctx)
         return pb.ListResponse(
             processes=[
                 pb.ProcessInfo(
@@ -117,13 +153,14 @@ class ProcessService:
                     pid=p.pid,
                     tag=p.tag,
                 )
-                for p in self.session.running()
+                for p in session.running()
             ]
         )
 
     async def send_input(self, request: pb.SendInputRequest, ctx: Any) -> pb.SendInputResponse:
+        session = await self._session(ctx)
         try:
-            process = self.session.process(_pid(request.process))
+            process = session.process(_pid(request.process))
             match request.input.input if request.input is not None else None:
                 case Oneof(field="stdin", value=data):
                     await process.write(data)
@@ -134,15 +171,17 @@ class ProcessService:
         return pb.SendInputResponse()
 
     async def close_stdin(self, request: pb.CloseStdinRequest, ctx: Any) -> pb.CloseStdinResponse:
+        session = await self._session(ctx)
         try:
-            self.session.process(_pid(request.process)).close_stdin()
+            session.process(_pid(request.process)).close_stdin()
         except PathError as exc:
             raise _error(exc) from exc
         return pb.CloseStdinResponse()
 
     async def send_signal(self, request: pb.SendSignalRequest, ctx: Any) -> pb.SendSignalResponse:
+        session = await self._session(ctx)
         try:
-            self.session.process(_pid(request.process)).signal(_signal(request.signal))
+            session.process(_pid(request.process)).signal(_signal(request.signal))
         except PathError as exc:
             raise _error(exc) from exc
         return pb.SendSignalResponse()
@@ -171,8 +210,8 @@ def _entry(path: str, info: Any, target: str | None) -> fs.EntryInfo:
 class FilesystemService:
     """``filesystem.Filesystem``: stat, list, make, move and remove paths (no watching)."""
 
-    def __init__(self, session: Session) -> None:
-        self.session = session
+    def __init__(self, sessions: Sessions) -> None:
+        self.sessions = sessions
 
     async def watch_dir(self, request: Any, ctx: Any) -> AsyncIterator[Any]:
         raise _unimplemented("watching directories")
@@ -187,53 +226,52 @@ class FilesystemService:
     async def remove_watcher(self, request: Any, ctx: Any) -> Any:
         raise _unimplemented("watching directories")
 
-    def _stat(self, path: str) -> fs.EntryInfo:
+    async def _call(self, ctx: Any, operation: str, *args: Any) -> Any:
+        """``operation`` of the client's session, its failures as Connect errors."""
         try:
-            return _entry(*self.session.stat(path))
-        except PathError as exc:
-            raise _error(exc) from exc
+            session = await self.sessions.get(identity(ctx.request_headers))
+            return await getattr(session, operation)(*args)
+        except FAILURES as exc:
+            raise _error(exc) from None
+
+    async def _entry(self, ctx: Any, path: str) -> fs.EntryInfo:
+        return _entry(*await self._call(ctx, "stat", path))
 
     async def stat(self, request: fs.StatRequest, ctx: Any) -> fs.StatResponse:
-        return fs.StatResponse(entry=self._stat(request.path))
+        return fs.StatResponse(entry=await self._entry(ctx, request.path))
 
     async def list_dir(self, request: fs.ListDirRequest, ctx: Any) -> fs.ListDirResponse:
-        try:
-            names = self.session.list(request.path)
-        except PathError as exc:
-            raise _error(exc) from exc
-        base = self._stat(request.path).path
-        return fs.ListDirResponse(entries=[self._stat(f"{base}/{name}") for name in names])
+        names = await self._call(ctx, "list_dir", request.path)
+        base = (await self._entry(ctx, request.path)).path
+        return fs.ListDirResponse(entries=[await self._entry(ctx, f"{base}/{n}") for n in names])
 
     async def make_dir(self, request: fs.MakeDirRequest, ctx: Any) -> fs.MakeDirResponse:
-        try:
-            if not self.session.make_dir(request.path):
-                raise ConnectError(Code.ALREADY_EXISTS, f"{request.path} already exists")
-        except PathError as exc:
-            raise _error(exc) from exc
-        return fs.MakeDirResponse(entry=self._stat(request.path))
+        if not await self._call(ctx, "make_dir", request.path):
+            raise ConnectError(Code.ALREADY_EXISTS, f"{request.path} already exists")
+        return fs.MakeDirResponse(entry=await self._entry(ctx, request.path))
 
     async def move(self, request: fs.MoveRequest, ctx: Any) -> fs.MoveResponse:
-        try:
-            self.session.move(request.source, request.destination)
-        except PathError as exc:
-            raise _error(exc) from exc
-        return fs.MoveResponse(entry=self._stat(request.destination))
+        await self._call(ctx, "move", request.source, request.destination)
+        return fs.MoveResponse(entry=await self._entry(ctx, request.destination))
 
     async def remove(self, request: fs.RemoveRequest, ctx: Any) -> fs.RemoveResponse:
-        try:
-            self.session.remove(request.path)
-        except PathError as exc:
-            raise _error(exc) from exc
+        await self._call(ctx, "remove", request.path)
         return fs.RemoveResponse()
 
 
-def session_of(request: Request) -> Session:
-    session: Session = request.app.state.envd()
-    return session
+async def session_of(request: Request) -> Session:
+    """The session of the client making ``request``."""
+    sessions: Sessions = request.app.state.envd
+    return await sessions.get(identity(request.headers))
 
 
-def _file_error(exc: PathError) -> JSONResponse:
-    status = 404 if exc.missing else 403
+def _file_error(exc: Exception) -> JSONResponse:
+    if isinstance(exc, PathError):
+        status = 404 if exc.missing else 400
+    elif isinstance(exc, Overloaded | EnvironmentUnavailableError):
+        status = 503
+    else:
+        status = 400
     return JSONResponse({"code": status, "message": str(exc)}, status)
 
 
@@ -245,21 +283,29 @@ async def health() -> Response:
 
 @router.get("/files")
 async def download(request: Request, path: str) -> Response:
-    """Read a file of the session."""
+    """Read a file of the session, streamed (never whole in memory)."""
     try:
-        data = session_of(request).read(path)
-    except PathError as exc:
+        session = await session_of(request)
+        fd, size = await off_loop(session.open_file, path)
+    except FAILURES as exc:
         return _file_error(exc)
-    return Response(data, media_type="application/octet-stream")
+
+    async def chunks() -> AsyncIterator[bytes]:
+        with os.fdopen(fd, "rb", buffering=0) as fh:
+            while chunk := await anyio.to_thread.run_sync(fh.read, READ_CHUNK):
+                yield chunk
+
+    headers = {"content-length": str(size)}
+    return StreamingResponse(chunks(), media_type="application/octet-stream", headers=headers)
 
 
 @router.post("/files")
 async def upload(request: Request, path: str | None = None) -> Response:
     """Write files: an ``application/octet-stream`` body to ``path``, or the parts of a
     ``multipart/form-data`` body, each to its file name (or to ``path`` when only one)."""
-    session = session_of(request)
     written = []
     try:
+        session = await session_of(request)
         if request.headers.get("content-type", "").startswith("multipart/form-data"):
             async with request.form() as form:
                 parts = [part for _, part in form.multi_items() if isinstance(part, UploadFile)]
@@ -267,12 +313,12 @@ async def upload(request: Request, path: str | None = None) -> Response:
                     target = path if path and len(parts) == 1 else part.filename or path
                     if not target:
                         return JSONResponse({"code": 400, "message": "no path"}, 400)
-                    written.append(session.write(target, await part.read()))
+                    written.append(await session.write(target, await part.read()))
         else:
             if not path:
                 return JSONResponse({"code": 400, "message": "the path is required"}, 400)
-            written.append(session.write(path, await request.body()))
-    except PathError as exc:
+            written.append(await session.write(path, await request.body()))
+    except FAILURES as exc:
         return _file_error(exc)
     return JSONResponse(
         [{"name": p.rsplit("/", 1)[-1], "type": "file", "path": p} for p in written]
@@ -284,19 +330,15 @@ class EnvdDispatch:
 
     PREFIXES = ("/process.Process/", "/filesystem.Filesystem/")
 
-    def __init__(self, app: ASGIApp, session: Any, check_token: Any) -> None:
+    def __init__(self, app: ASGIApp, sessions: Sessions, check_token: Any) -> None:
         self.app = app
-        self.session = session
         self.check_token = check_token
-        self._apps: dict[str, ASGIApp] = {}
+        self._apps: dict[str, ASGIApp] = {
+            "/process.Process/": ProcessASGIApplication(ProcessService(sessions)),  # type: ignore[arg-type]
+            "/filesystem.Filesystem/": FilesystemASGIApplication(FilesystemService(sessions)),  # type: ignore[arg-type]
+        }
 
     def _connect_app(self, prefix: str) -> ASGIApp:
-        if prefix not in self._apps:
-            session = self.session()
-            if prefix.startswith("/process"):
-                self._apps[prefix] = ProcessASGIApplication(ProcessService(session))  # type: ignore[arg-type]
-            else:
-                self._apps[prefix] = FilesystemASGIApplication(FilesystemService(session))  # type: ignore[arg-type]
         return self._apps[prefix]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -1,36 +1,58 @@
-"""One E2B-style sandbox session: a persistent home and ``/tmp``, and the processes in them.
+"""E2B-style sandbox sessions: a persistent home and ``/tmp``, and the processes in them.
 
-E2B sandboxes keep their files between commands, so unlike an execution this session keeps a
+E2B sandboxes keep their files between commands, so unlike an execution a session keeps a
 host directory for ``/home/user`` and one for ``/tmp``; each command still runs in a sandbox of
 its own (bubblewrap, seccomp, a cgroup), with those two directories bound in.
+
+Every client identity (its token and the sandbox id it presents) has a session of its own:
+a host uid of its own, its directories private to that uid and, as root, a file system of
+bounded size. A command holds one of the server's execution slots while it runs and ends
+at the server's longest timeout. Output goes to the clients attached to a command through
+bounded buffers; nothing is kept for later.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import os
-import shutil
 import signal
 import stat
 import tempfile
-from collections.abc import AsyncIterator, Iterator
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
 
+from .._errors import EnvironmentUnavailableError, InvalidOptionsError
+from .._models import _check_str_map
 from .._signals import GO_NAMES
-from .._workspace import remove_tree
-from ..environments.sandbox import SandboxRunEnvironment
+from .._workspace import (
+    describe,
+    off_loop,
+    open_beneath,
+    open_regular,
+    opened,
+    remove_entry,
+    remove_tree,
+)
+from ..environments.sandbox import SandboxRunEnvironment, mounts
 from ..environments.sandbox import bwrap as bubblewrap
 from ..environments.sandbox.launch import Sandbox
+from .admission import Admission
 
 HOME = "/home/user"
 TMP = "/tmp"
+FOLLOWER_BUFFER = 4 << 20
+"""Output bytes buffered for one attached client before the command waits for it."""
+READ_CHUNK = 1 << 16
 
 
-class PathError(Exception):
+class PathError(InvalidOptionsError):
     """A path outside what the session lets clients touch, or one that does not exist."""
 
     def __init__(self, message: str, missing: bool = False) -> None:
@@ -49,9 +71,39 @@ class Event:
     error: str | None = None
 
 
+class Follower:
+    """One client attached to a process: the events it has not read yet, bounded."""
+
+    def __init__(self) -> None:
+        self.send, self.receive = anyio.create_memory_object_stream[Event](1 << 16)
+        self.buffered = 0
+        self.space = anyio.Event()
+
+    async def push(self, event: Event) -> None:
+        while self.buffered > FOLLOWER_BUFFER and event.kind != "end":
+            await self.space.wait()  # the client reads slowly: the command waits for it
+        self.buffered += len(event.data)
+        with contextlib.suppress(anyio.WouldBlock, anyio.BrokenResourceError):
+            self.send.send_nowait(event)
+
+    async def events(self) -> AsyncIterator[Event]:
+        async for event in self.receive:
+            self.buffered -= len(event.data)
+            self.space.set()
+            self.space = anyio.Event()
+            yield event
+            if event.kind == "end":
+                return
+
+    def close(self) -> None:
+        self.send.close()
+        self.receive.close()
+        self.space.set()
+
+
 @dataclass
 class Process:
-    """A command running in the session, with every event it has had so far."""
+    """A command running in a session, and the clients attached to it."""
 
     pid: int
     argv: list[str]
@@ -59,27 +111,24 @@ class Process:
     cwd: str
     tag: str | None
     sandbox: Sandbox
-    events: list[Event] = field(default_factory=list)
-    changed: asyncio.Event = field(default_factory=asyncio.Event)
+    followers: set[Follower] = field(default_factory=set)
     writing: anyio.Lock = field(default_factory=anyio.Lock)
     done: bool = False
 
-    def publish(self, event: Event) -> None:
-        self.events.append(event)
-        self.changed.set()
-        self.changed = asyncio.Event()
+    async def publish(self, event: Event) -> None:
+        for follower in list(self.followers):
+            await follower.push(event)
 
-    async def follow(self, since: int = 0) -> AsyncIterator[Event]:
-        """Events from index ``since`` on, until the end event."""
-        index = since
-        while True:
-            while index < len(self.events):
-                event = self.events[index]
-                index += 1
-                yield event
-                if event.kind == "end":
-                    return
-            await self.changed.wait()
+    @contextlib.contextmanager
+    def follow(self) -> Iterator[Follower]:
+        """Attach a client: it sees the events from now on."""
+        follower = Follower()
+        self.followers.add(follower)
+        try:
+            yield follower
+        finally:
+            self.followers.discard(follower)
+            follower.close()
 
     async def write(self, data: bytes) -> None:
         """Feed stdin without blocking the server: the program drains its output meanwhile."""
@@ -109,68 +158,114 @@ class Process:
             self.sandbox.signal(self.sandbox.started.pid, sig)
 
 
-class Session:
-    """The state behind the E2B-compatible API of one server."""
+@dataclass(frozen=True)
+class SessionLimits:
+    """What one session may use: bytes of files, and seconds of each command."""
 
-    def __init__(self, env: SandboxRunEnvironment, parent: str | None = None) -> None:
+    quota: int = 1 << 30
+    process_seconds: float = 300.0
+
+
+class Session:
+    """The state behind the E2B-compatible API of one client identity."""
+
+    def __init__(
+        self, env: SandboxRunEnvironment, admission: Admission, limits: SessionLimits
+    ) -> None:
         self.env = env
-        self.root = tempfile.mkdtemp(prefix="runenv-e2b-", dir=parent or env._tmp_dir)
-        os.chmod(self.root, 0o755)
-        self.bases = {HOME: os.path.join(self.root, "home"), TMP: os.path.join(self.root, "tmp")}
-        for base in self.bases.values():
-            os.mkdir(base, 0o755)
-            env.own(base)
+        self.admission = admission
+        self.limits = limits
+        self.user = env.acquire_identity()
+        self.root = tempfile.mkdtemp(prefix="runenv-e2b-", dir=env.tmp_dir)
+        self.mounted = False
+        try:
+            if mounts.can_mount():
+                mounts.mount_tmpfs(self.root, limits.quota, self._owner())
+                self.mounted = True
+            else:
+                os.chmod(self.root, 0o700)
+            self.bases = {
+                HOME: os.path.join(self.root, "home"),
+                TMP: os.path.join(self.root, "tmp"),
+            }
+            for base in self.bases.values():
+                os.mkdir(base, 0o700)
+                os.chown(base, *self._owner())
+        except BaseException:
+            self._remove()
+            raise
         self.processes: dict[int, Process] = {}
         self._pids = iter(range(1000, 1 << 30))
         self._tasks: set[asyncio.Task[None]] = set()
 
+    def _owner(self) -> tuple[int, int]:
+        return self.user or (os.getuid(), os.getgid())
+
     # -- processes ------------------------------------------------------------------------
     async def spawn(
         self, argv: list[str], envs: dict[str, str], cwd: str | None, tag: str | None
-    ) -> Process:
+    ) -> tuple[Process, Follower, AsyncExitStack]:
+        """Start a command in a slot of its own; returns it with a follower attached from its
+        first event (the caller closes the stack when it stops following)."""
+        try:
+            envs = _check_str_map("envs", envs)
+        except InvalidOptionsError as exc:
+            raise PathError(str(exc)) from None
         cwd = cwd or HOME
-        base, relative = self.locate(cwd)
-        with self._beneath(base, relative, create=True):
-            pass  # the working directory must exist before bubblewrap sets up
+        base, parts = self.locate(cwd)
+        await off_loop(self._make_directory, base, parts, cwd)  # it must exist for set-up
         env = {"PATH": bubblewrap.PATH, "HOME": HOME, "USER": "user", "LANG": "C.UTF-8"}
         env.update(envs)
-        sandbox = await self.env.open_process(
-            argv,
-            home=self.bases[HOME],
-            workdir=HOME,
-            binds=[(self.bases[TMP], TMP)],
-            cwd=cwd,
-            env=env,
-        )
+        slot = self.admission.slot()
+        await slot.__aenter__()
+        try:
+            sandbox = await self.env.open_process(
+                argv,
+                home=self.bases[HOME],
+                workdir=HOME,
+                binds=[(self.bases[TMP], TMP)],
+                cwd=cwd,
+                env=env,
+                user=self.user,
+            )
+        except BaseException:
+            await slot.__aexit__(None, None, None)
+            raise
         process = Process(next(self._pids), argv, dict(envs), cwd, tag, sandbox)
         self.processes[process.pid] = process
-        process.publish(Event("start"))
-        task = asyncio.get_running_loop().create_task(self._pump(process))
-        self._tasks.add(task)
+        stack = AsyncExitStack()
+        follower = stack.enter_context(process.follow())
+        await process.publish(Event("start"))
+        task = asyncio.get_running_loop().create_task(self._pump(process, slot))
+        self._tasks.add(task)  # it runs on its own: clients may come and go
         task.add_done_callback(self._tasks.discard)
-        return process
+        return process, follower, stack
 
-    def _owner(self) -> tuple[int, int]:
-        return self.env._user or (os.getuid(), os.getgid())
-
-    async def _pump(self, process: Process) -> None:
+    async def _pump(self, process: Process, slot: Any) -> None:
         started = process.sandbox.started
         assert started is not None
         child = started.child
+        code = -signal.SIGKILL
         try:
-            async with anyio.create_task_group() as tg:
-                for name in ("stdout", "stderr"):
-                    pipe = getattr(child.proc, name)
-                    tg.start_soon(self._drain, process, name, pipe.fileno())
-                await child.exited()
-            code, _ = child.reap()
+            with anyio.move_on_after(self.limits.process_seconds):
+                async with anyio.create_task_group() as tg:
+                    for name in ("stdout", "stderr"):
+                        pipe = getattr(child.proc, name)
+                        tg.start_soon(self._drain, process, name, pipe.fileno())
+                    await child.exited()
         finally:
-            child.close()
-            await self.env.close_process(process.sandbox)
-            process.done = True
-        exit_code, status = _describe(code)
-        error = status if status.startswith("signal: ") else None
-        process.publish(Event("end", exit_code=exit_code, status=status, error=error))
+            with anyio.CancelScope(shield=True):
+                if child.proc.returncode is None and not child.running():
+                    code, _ = child.reap()
+                await started.abandon()  # kills what is left (the time limit), reaps, closes
+                code = child.proc.returncode if child.proc.returncode is not None else code
+                await self.env.close_process(process.sandbox)
+                process.done = True
+                self.processes.pop(process.pid, None)
+                await slot.__aexit__(None, None, None)
+                exit_code, status = _describe(code)
+                error = status if status.startswith("signal: ") else None
+                await process.publish(Event("end", exit_code=exit_code, status=status, error=error))
 
     @staticmethod
     async def _drain(process: Process, name: str, fd: int) -> None:
@@ -178,12 +273,12 @@ class Session:
         while True:
             await anyio.wait_readable(fd)
             try:
-                chunk = os.read(fd, 1 << 16)
+                chunk = os.read(fd, READ_CHUNK)
             except BlockingIOError:
                 continue
             if not chunk:
                 return
-            process.publish(Event(name, chunk))
+            await process.publish(Event(name, chunk))
 
     def process(self, pid: int) -> Process:
         if pid not in self.processes or self.processes[pid].done:
@@ -200,11 +295,21 @@ class Session:
         tasks = list(self._tasks)
         if tasks:
             await asyncio.wait(tasks, timeout=10)
+        await off_loop(self._remove)
+
+    def _remove(self) -> None:
+        if self.mounted:
+            mounts.unmount(self.root)
+            self.mounted = False
         remove_tree(self.root)
+        self.env.release_identity(self.user)
+        self.user = None
 
     # -- paths ----------------------------------------------------------------------------
     def locate(self, path: str) -> tuple[str, list[str]]:
         """The host base directory and the components under it of a sandbox path."""
+        if "\0" in path:
+            raise PathError(f"{path!r}: a path may not contain NUL")
         normal = os.path.normpath(path if path.startswith("/") else os.path.join(HOME, path))
         for prefix, base in self.bases.items():
             if normal == prefix or normal.startswith(prefix + "/"):
@@ -212,112 +317,135 @@ class Session:
                 return base, rest.split("/") if rest else []
         raise PathError(f"{path}: only {HOME} and {TMP} are reachable here")
 
-    @contextlib.contextmanager
-    def _beneath(self, base: str, parts: list[str], create: bool = False) -> Iterator[int]:
-        """An open directory descriptor for ``base/parts``, never through a link (the
-        sandboxed code may have made some); missing directories are made with ``create``."""
-        fds = [os.open(base, os.O_RDONLY | os.O_DIRECTORY)]
-        try:
-            for part in parts:
-                flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
-                try:
-                    fds.append(os.open(part, flags, dir_fd=fds[-1]))
-                except FileNotFoundError:
-                    if not create:
-                        raise
-                    os.mkdir(part, 0o755, dir_fd=fds[-1])
-                    fds.append(os.open(part, flags, dir_fd=fds[-1]))
-                    os.fchown(fds[-1], *self._owner())
-            yield fds[-1]
-        finally:
-            for fd in fds:
-                os.close(fd)
+    def _sandbox_path(self, base: str, parts: list[str]) -> str:
+        return "/".join([HOME if base == self.bases[HOME] else TMP, *parts])
 
     @contextlib.contextmanager
-    def parent_of(self, path: str, create: bool = False) -> Iterator[tuple[int, str]]:
-        """The parent directory's descriptor and the last component of ``path``."""
+    def _directory(self, path: str, parts: list[str], base: str, create: bool) -> Iterator[int]:
+        """The open directory ``base/parts``, never through a link; errors as PathError."""
+        try:
+            with opened(base) as root:
+                fd = open_beneath(root, parts, create=create, owner=self._owner())
+        except (FileNotFoundError, NotADirectoryError) as exc:
+            raise PathError(f"no such directory: {describe(path, exc)}", missing=True) from None
+        except OSError as exc:
+            raise PathError(f"cannot use {describe(path, exc)}") from None
+        try:
+            yield fd
+        finally:
+            os.close(fd)
+
+    def _make_directory(self, base: str, parts: list[str], path: str) -> None:
+        with self._directory(path, parts, base, create=True):
+            pass
+
+    @contextlib.contextmanager
+    def _parent_of(self, path: str, create: bool = False) -> Iterator[tuple[int, str]]:
         base, parts = self.locate(path)
         if not parts:
             raise PathError(f"{path}: the operation needs a path inside it")
-        try:
-            with self._beneath(base, parts[:-1], create) as fd:
-                yield fd, parts[-1]
-        except (FileNotFoundError, NotADirectoryError) as exc:
-            raise PathError(f"{path}: no such file or directory", missing=True) from exc
-        except OSError as exc:
-            raise PathError(f"{path}: {exc.strerror}") from exc
+        with self._directory(path, parts[:-1], base, create) as fd:
+            yield fd, parts[-1]
 
-    def read(self, path: str, limit: int = 256 << 20) -> bytes:
-        with self.parent_of(path) as (parent, name):
+    def open_file(self, path: str) -> tuple[int, int]:
+        """A descriptor to read the regular file ``path`` from, and its size (blocking)."""
+        with self._parent_of(path) as (parent, name):
             try:
-                fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=parent)
+                fd = open_regular(parent, name, os.O_RDONLY)
             except FileNotFoundError as exc:
                 raise PathError(f"{path}: no such file", missing=True) from exc
-            with os.fdopen(fd, "rb") as fh:
-                if not stat.S_ISREG(os.fstat(fd).st_mode):
-                    raise PathError(f"{path}: not a regular file")
-                return fh.read(limit)
+            except OSError as exc:
+                raise PathError(f"cannot read {describe(path, exc)}") from None
+        return fd, os.fstat(fd).st_size
 
-    def write(self, path: str, data: bytes) -> str:
-        with self.parent_of(path, create=True) as (parent, name):
-            flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW
-            fd = os.open(name, flags, 0o644, dir_fd=parent)
+    async def write(self, path: str, data: bytes) -> str:
+        """Write ``data`` to ``path`` (a regular file, made with its directories)."""
+        return await off_loop(self._write, path, data)
+
+    def _write(self, path: str, data: bytes) -> str:
+        with self._parent_of(path, create=True) as (parent, name):
+            try:
+                fd = open_regular(parent, name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+            except OSError as exc:
+                raise PathError(f"cannot write {describe(path, exc)}") from None
             with os.fdopen(fd, "wb") as fh:
                 os.fchown(fd, *self._owner())
-                fh.write(data)
+                try:
+                    fh.write(data)
+                    fh.flush()
+                except OSError as exc:
+                    raise PathError(f"cannot write {describe(path, exc)}") from None
         base, parts = self.locate(path)
-        return "/".join([HOME if base == self.bases[HOME] else TMP, *parts])
+        return self._sandbox_path(base, parts)
 
-    def stat(self, path: str) -> tuple[str, os.stat_result, str | None]:
+    async def stat(self, path: str) -> tuple[str, os.stat_result, str | None]:
         """The sandbox path, its lstat, and where it links to if it is a link."""
+        return await off_loop(self._stat, path)
+
+    def _stat(self, path: str) -> tuple[str, os.stat_result, str | None]:
         base, parts = self.locate(path)
-        prefix = HOME if base == self.bases[HOME] else TMP
         if not parts:
-            return prefix, os.stat(base), None
-        with self.parent_of(path) as (parent, name):
+            return self._sandbox_path(base, parts), os.stat(base), None
+        with self._parent_of(path) as (parent, name):
             try:
                 info = os.stat(name, dir_fd=parent, follow_symlinks=False)
             except FileNotFoundError as exc:
                 raise PathError(f"{path}: no such file or directory", missing=True) from exc
             target = os.readlink(name, dir_fd=parent) if stat.S_ISLNK(info.st_mode) else None
-        return "/".join([prefix, *parts]), info, target
+        return self._sandbox_path(base, parts), info, target
 
-    def list(self, path: str) -> list[str]:
+    async def list_dir(self, path: str, limit: int = 100_000) -> list[str]:
+        """The names in the directory ``path`` (at most ``limit``)."""
+        return await off_loop(self._list_dir, path, limit)
+
+    def _list_dir(self, path: str, limit: int) -> list[str]:
         base, parts = self.locate(path)
-        try:
-            with self._beneath(base, parts) as fd:
-                return sorted(os.listdir(fd))
-        except (FileNotFoundError, NotADirectoryError) as exc:
-            raise PathError(f"{path}: no such directory", missing=True) from exc
+        with self._directory(path, parts, base, create=False) as fd, os.scandir(fd) as entries:
+            names: list[str] = []
+            for entry in entries:
+                if len(names) >= limit:
+                    raise PathError(f"{path}: more than {limit} entries")
+                names.append(entry.name)
+        return sorted(names)
 
-    def make_dir(self, path: str) -> bool:
+    async def make_dir(self, path: str) -> bool:
         """Make ``path`` and its parents; False if it already existed."""
-        base, parts = self.locate(path)
-        with self._beneath(base, parts[:-1], create=True) as parent:
+        return await off_loop(self._make_dir, path)
+
+    def _make_dir(self, path: str) -> bool:
+        with self._parent_of(path, create=True) as (parent, name):
             try:
-                os.mkdir(parts[-1], 0o755, dir_fd=parent)
+                os.mkdir(name, 0o755, dir_fd=parent)
             except FileExistsError:
                 return False
-            fd = os.open(parts[-1], os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=parent)
+            except OSError as exc:
+                raise PathError(f"cannot make {describe(path, exc)}") from None
+            fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=parent)
             os.fchown(fd, *self._owner())
             os.close(fd)
         return True
 
-    def remove(self, path: str) -> None:
-        with self.parent_of(path) as (parent, name):
+    async def remove(self, path: str) -> None:
+        """Remove ``path``, a whole tree if it is a directory."""
+        await off_loop(self._remove_path, path)
+
+    def _remove_path(self, path: str) -> None:
+        with self._parent_of(path) as (parent, name):
             try:
-                info = os.stat(name, dir_fd=parent, follow_symlinks=False)
+                os.stat(name, dir_fd=parent, follow_symlinks=False)
+                remove_entry(parent, name)
             except FileNotFoundError as exc:
                 raise PathError(f"{path}: no such file or directory", missing=True) from exc
-            if stat.S_ISDIR(info.st_mode):
-                shutil.rmtree(name, dir_fd=parent)
-            else:
-                os.unlink(name, dir_fd=parent)
+            except OSError as exc:
+                raise PathError(f"cannot remove {describe(path, exc)}") from None
 
-    def move(self, source: str, destination: str) -> None:
+    async def move(self, source: str, destination: str) -> None:
+        await off_loop(self._move, source, destination)
+
+    def _move(self, source: str, destination: str) -> None:
         with (
-            self.parent_of(source) as (src, src_name),
-            self.parent_of(destination, True) as (
+            self._parent_of(source) as (src, src_name),
+            self._parent_of(destination, True) as (
                 dst,
                 dst_name,
             ),
@@ -326,6 +454,56 @@ class Session:
                 os.rename(src_name, dst_name, src_dir_fd=src, dst_dir_fd=dst)
             except FileNotFoundError as exc:
                 raise PathError(f"{source}: no such file or directory", missing=True) from exc
+            except OSError as exc:
+                raise PathError(f"cannot move {describe(source, exc)}") from None
+
+
+class Sessions:
+    """The sessions of a server, one per client identity, at most ``limit`` at once: a new
+    identity past it replaces the least recently used session that runs nothing."""
+
+    def __init__(
+        self,
+        factory: Callable[[], Session],
+        limit: int = 16,
+    ) -> None:
+        self.factory = factory
+        self.limit = limit
+        self._sessions: OrderedDict[str, Session] = OrderedDict()
+        self._lock = anyio.Lock()
+
+    @staticmethod
+    def identity(token: str, sandbox_id: str) -> str:
+        """A key for a client: its token (hashed) and the sandbox id it names."""
+        return hashlib.sha256(f"{token}\0{sandbox_id}".encode(errors="replace")).hexdigest()
+
+    async def get(self, key: str) -> Session:
+        """The session of ``key``, made on first use.
+
+        :raises EnvironmentUnavailableError: if every session is busy.
+        """
+        async with self._lock:
+            if key in self._sessions:
+                self._sessions.move_to_end(key)
+                return self._sessions[key]
+            if len(self._sessions) >= self.limit:
+                idle = next((k for k, s in self._sessions.items() if not s.running()), None)
+                if idle is None:
+                    raise EnvironmentUnavailableError(
+                        f"all {self.limit} sandbox sessions are running commands; retry later"
+                    )
+                await self._sessions.pop(idle).close()
+            session = await off_loop(self.factory)
+            self._sessions[key] = session
+            return session
+
+    def __len__(self) -> int:
+        return len(self._sessions)
+
+    async def close(self) -> None:
+        while self._sessions:
+            _, session = self._sessions.popitem()
+            await session.close()
 
 
 def _describe(code: int) -> tuple[int, str]:

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import json
+import math
 from typing import Annotated, Any
 
 import anyio
@@ -151,7 +153,16 @@ async def execute_stream(body: ExecuteRequest, request: Request) -> Response:
     return _Streamed(service, body)
 
 
+SEND_GRACE = 10.0
+"""Seconds a streaming client has to read what is left once its run is over, at least."""
+
+
 class _Streamed(Response):
+    """NDJSON lines as output arrives. The run never waits for the client: lines queue (they
+    are bounded by the run's output bound) and a sender task writes them; once the run is
+    over and its slot free, the client gets the run's timeout (or :data:`SEND_GRACE`) to
+    read the rest."""
+
     media_type = "application/x-ndjson"
 
     def __init__(self, service: Service, request: ExecuteRequest) -> None:
@@ -160,48 +171,51 @@ class _Streamed(Response):
         self.request = request
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        started = False
+        lines, pending = anyio.create_memory_object_stream[bytes](math.inf)
 
-        async def line(item: dict[str, Any]) -> None:
-            data = (json.dumps(item) + "\n").encode()
-            await send({"type": "http.response.body", "body": data, "more_body": True})
+        def line(item: dict[str, Any]) -> None:
+            lines.send_nowait((json.dumps(item) + "\n").encode())
 
-        async def out(text: str) -> None:
-            await line({"stdout": text})
+        def out(text: str) -> None:
+            line({"stdout": text})
 
-        async def err(text: str) -> None:
-            await line({"stderr": text})
+        def err(text: str) -> None:
+            line({"stderr": text})
 
-        async with anyio.create_task_group() as tg:
+        sent = anyio.Event()
 
-            async def disconnected() -> None:
-                while (await receive())["type"] != "http.disconnect":
-                    pass
-                tg.cancel_scope.cancel()  # the client left: stop the run
+        async def sender() -> None:
+            async with pending:
+                async for data in pending:
+                    await send({"type": "http.response.body", "body": data, "more_body": True})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            sent.set()
 
-            tg.start_soon(disconnected)
-            env = self.service.environment(self.request.environment)
+        env = self.service.environment(self.request.environment)
+        options = self.request.options(self.service, on_stdout=out, on_stderr=err)
+        slot = contextlib.AsyncExitStack()
+        try:
+            await slot.enter_async_context(self.service.admission.slot())  # 429 before the 200
+        except Overloaded:
+            self.service.metrics.rejected.inc()
+            refusal = {"error": {"type": "Overloaded", "message": "retry later"}}
+            await JSONResponse(refusal, 429, headers={"Retry-After": "1"})(scope, receive, send)
+            return
+        async with slot, anyio.create_task_group() as tg:
+            headers = [(b"content-type", self.media_type.encode())]  # no length
+            await send({"type": "http.response.start", "status": 200, "headers": headers})
+            tg.start_soon(sender)
             try:
-                async with self.service.admission.slot():  # 429 comes before the 200
-                    headers = [(b"content-type", self.media_type.encode())]  # no length
-                    await send({"type": "http.response.start", "status": 200, "headers": headers})
-                    started = True
-                    options = self.request.options(self.service, on_stdout=out, on_stderr=err)
-                    result = await self.service.run(env, self.request.code, options)
-                    await line({"result": result.to_dict()})
-            except Overloaded:
-                self.service.metrics.rejected.inc()
-                refusal = {"error": {"type": "Overloaded", "message": "retry later"}}
-                await JSONResponse(refusal, 429, headers={"Retry-After": "1"})(scope, receive, send)
+                result = await self.service.run(env, self.request.code, options)
+                line({"result": result.to_dict()})
             except RunEnvironmentError as exc:
-                error = {"error": {"type": type(exc).__name__, "message": str(exc)}}
-                if started:
-                    await line(error)
-                else:
-                    await JSONResponse(error, 503)(scope, receive, send)
-            if started:
-                await send({"type": "http.response.body", "body": b"", "more_body": False})
-            tg.cancel_scope.cancel()
+                line({"error": {"type": type(exc).__name__, "message": str(exc)}})
+            finally:
+                lines.close()
+                await slot.aclose()  # the run is over: its slot serves others while we send
+            with anyio.move_on_after(max(options.timeout, SEND_GRACE)):
+                await sent.wait()
+            tg.cancel_scope.cancel()  # a client that does not read in time is dropped
 
 
 @router.get("/v1/languages")

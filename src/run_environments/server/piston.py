@@ -10,8 +10,10 @@ import base64
 import binascii
 import re
 import shlex
+import weakref
 from typing import Annotated, Any, Literal
 
+import anyio
 from fastapi import APIRouter, Depends, HTTPException, Request
 from pydantic import BaseModel, Field, JsonValue
 
@@ -103,23 +105,41 @@ async def _version(env: RunEnvironment, command: str, args: tuple[str, ...]) -> 
     return found.group(0) if found else "0.0.0"
 
 
+class _Catalogue:
+    """The runtimes of one server, probed once: concurrent first requests wait for the one
+    probe, which holds an execution slot like any run."""
+
+    def __init__(self) -> None:
+        self.lock = anyio.Lock()
+        self.runtimes: list[Runtime] | None = None
+
+
+_CATALOGUES: weakref.WeakKeyDictionary[Service, _Catalogue] = weakref.WeakKeyDictionary()
+
+
 async def runtimes(service: Service) -> list[Runtime]:
     """The server environment's languages with the versions of their tools (asked once)."""
-    cache: list[Runtime] | None = getattr(service, "piston_runtimes", None)
-    if cache is None:
-        env = service.environment(None)
-        cache = []
-        for support in (await env.status()).languages:
-            if support.available and support.command:
-                language = get_language(support.name)
-                version = await _version(env, support.command, language.version)
-                aliases = list(support.aliases)
-                runtime = Runtime(
+    catalogue = _CATALOGUES.setdefault(service, _Catalogue())
+    async with catalogue.lock:
+        if catalogue.runtimes is None:
+            async with service.admission.slot():
+                catalogue.runtimes = await _probe(service.environment(None))
+    return catalogue.runtimes
+
+
+async def _probe(env: RunEnvironment) -> list[Runtime]:
+    found = []
+    for support in (await env.status()).languages:
+        if support.available and support.command:
+            language = get_language(support.name)
+            version = await _version(env, support.command, language.version)
+            aliases = list(support.aliases)
+            found.append(
+                Runtime(
                     language=support.name, version=version, aliases=aliases, runtime=support.command
                 )
-                cache.append(runtime)
-        service.piston_runtimes = cache  # type: ignore[attr-defined]
-    return cache
+            )
+    return found
 
 
 def _matches(version: str, selector: str) -> bool:

@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from .._errors import InvalidOptionsError, UnknownEnvironmentError
+from .._languages import get_language
 from .._models import ExecutionOptions, ExecutionResult
 from ..environments.base import RunEnvironment
 from .admission import Admission
@@ -41,6 +42,12 @@ class Metrics:
         running.set_function(lambda: admission.running)
 
     def record(self, result: ExecutionResult | None, language: str, seconds: float) -> None:
+        """Count one execution; only names of the language table become labels, so that
+        invented names cannot grow the metrics without bound."""
+        try:
+            language = get_language(language).name
+        except InvalidOptionsError:
+            language = "unknown"
         if result is None:
             status = "error"
         elif result.timed_out:
@@ -72,11 +79,33 @@ class Service:
         return min(value, self.settings.max_timeout)
 
     def check(self, options: ExecutionOptions) -> None:
+        """Refuse options past the server's ceilings.
+
+        :raises InvalidOptionsError: naming the option, the value and the ceiling.
+        """
+        settings = self.settings
         longest = max(options.timeout, options.compile_timeout)
-        if longest > self.settings.max_timeout:
+        if longest > settings.max_timeout:
             raise InvalidOptionsError(
-                f"timeouts may be at most {self.settings.max_timeout:g} s on this server"
+                f"timeouts may be at most {settings.max_timeout:g} s on this server"
             )
+        if options.max_output_bytes > settings.max_output_bytes:
+            raise InvalidOptionsError(
+                f"max_output_bytes may be at most {settings.max_output_bytes} on this server, "
+                f"not {options.max_output_bytes}"
+            )
+        for name, ceiling in (
+            ("memory", settings.max_memory),
+            ("disk", settings.max_disk),
+            ("processes", settings.max_processes),
+            ("open_files", settings.max_open_files),
+            ("cpu_time", settings.max_cpu_time),
+        ):
+            value = getattr(options.limits, name)
+            if value is not None and value > ceiling:
+                raise InvalidOptionsError(
+                    f"limits.{name} may be at most {ceiling:g} on this server, not {value:g}"
+                )
 
     async def execute(
         self, code: str, options: ExecutionOptions, environment: str | None = None

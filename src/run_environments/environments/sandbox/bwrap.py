@@ -12,6 +12,8 @@ import os
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
+from ..._errors import EnvironmentUnavailableError
+
 WORKDIR = "/workspace"
 UID = GID = 65534
 PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -81,6 +83,7 @@ def run_arguments(
     fds: Fds,
     workspace: str,
     tmp_size: int | None,
+    shm_size: int,
     cwd: str,
     env: Mapping[str, str],
     workdir: str = WORKDIR,
@@ -89,9 +92,11 @@ def run_arguments(
     """The part of the command line for one run, up to and including ``--``.
 
     :param tmp_size: bytes of a fresh ``/tmp``; None when ``binds`` provide one.
+    :param shm_size: bytes of ``/dev/shm`` (otherwise an unbounded part of ``/dev``).
     :param binds: further (host directory, sandbox directory) pairs, writable.
     """
     args = ["--size", str(tmp_size), "--tmpfs", "/tmp"] if tmp_size is not None else []
+    args += ["--size", str(shm_size), "--tmpfs", "/dev/shm"]
     args += ["--bind", workspace, workdir]
     for host, target in binds:
         args += ["--bind", host, target]
@@ -109,7 +114,7 @@ def run_arguments(
 def data_fd(data: bytes) -> int:
     """A descriptor to read ``data`` from."""
     if len(data) > 4096:
-        raise ValueError("more data than a pipe surely holds")
+        raise EnvironmentUnavailableError("more data than a pipe surely holds")
     read, write = os.pipe()
     try:
         os.write(write, data)

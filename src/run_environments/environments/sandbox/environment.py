@@ -16,7 +16,7 @@ import tempfile
 import time
 import uuid
 import weakref
-from collections.abc import AsyncIterator, Coroutine, Iterator
+from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,15 +28,19 @@ from ..._languages import Language
 from ..._models import ExecutionOptions, Limits, check_relative_path
 from ..._process import Outcome, ProcessGroups, supervise
 from ..._workspace import (
+    check_tree,
     default_parent,
+    make_dirs,
+    off_loop,
     reachable_by_others,
     remove_tree,
-    temporary_directory,
     write_files,
 )
 from ..base import CommandRunEnvironment, EnvironmentStatus, Workspace, program_env
 from . import bwrap as bubblewrap
-from . import cgroups, seccomp
+from . import cgroups as _cgroups
+from . import mounts, seccomp
+from .identities import DEFAULT_RANGE, Identities
 from .launch import Sandbox, move_entries
 
 MAX_PRESTARTED = 4
@@ -59,6 +63,16 @@ class _Shape:
     env: tuple[tuple[str, str], ...]
     cwd: str
     limits: Limits
+
+
+@dataclass
+class _Execution:
+    """One execution's workspace on the host, and the identity its stages run as."""
+
+    host: str
+    pending: dict[str, bytes] = dataclasses.field(default_factory=dict)
+    user: tuple[int, int] | None = None
+    mounted: bool = False
 
 
 DEFAULT_LIMITS = Limits(
@@ -86,6 +100,11 @@ class SandboxRunEnvironment(CommandRunEnvironment):
     :param prestart: after each run, set up a sandbox for the next run of the same shape
         (command, environment, working directory, limits) in the background, so that it
         skips bubblewrap's set-up. Each sandbox still serves one run only.
+    :param cgroups: bound memory and processes with a cgroup per run where this machine
+        offers one; False uses the fallback (rlimits, and a bounded file system mounted on
+        each workspace), as on a machine without usable cgroup controllers.
+    :param identities: when running as root, the host uids (and gids) the executions run
+        as, one each; none of them may belong to an account of this machine.
     """
 
     name = "sandbox"
@@ -99,27 +118,32 @@ class SandboxRunEnvironment(CommandRunEnvironment):
         kill_grace: float = 0.5,
         bwrap: str | None = None,
         prestart: bool = True,
+        cgroups: bool = True,
+        identities: range = DEFAULT_RANGE,
     ) -> None:
         super().__init__()
-        self.prestart = prestart
         self.network = network
         self.limits = limits.over(DEFAULT_LIMITS) if limits is not None else DEFAULT_LIMITS
         self._kill_grace = kill_grace
         self._bwrap = bwrap or shutil.which("bwrap")
         self._prlimit = shutil.which("prlimit", path=bubblewrap.PATH)
-        self._user = (bubblewrap.UID, bubblewrap.GID) if os.geteuid() == 0 else None
-        self._tmp_dir = tmp_dir or default_parent(shared=self._user is not None)
-        if self._user is not None and not reachable_by_others(self._tmp_dir):
+        self._identities = Identities(identities) if os.geteuid() == 0 else None
+        self._tmp_dir = tmp_dir or default_parent(shared=self._identities is not None)
+        if self._identities is not None and not reachable_by_others(self._tmp_dir):
             raise InvalidOptionsError(
-                f"tmp_dir {self._tmp_dir!r} must be reachable by the sandbox's uid "
-                f"{bubblewrap.UID}: a directory on the way to it is closed to other users"
+                f"tmp_dir {self._tmp_dir!r} must be reachable by the sandbox's uids: "
+                "a directory on the way to it is closed to other users"
             )
-        self._cgroups = cgroups.detect()
+        self._cgroups = _cgroups.detect() if cgroups else None
+        # Without cgroups nothing bounds a workspace but a file system of its own; such a
+        # workspace is bound into its sandbox directly, so nothing is started ahead.
+        self._mount_workspaces = self._cgroups is None
+        self.prestart = prestart and not self._mount_workspaces
+        self._executions: dict[str, _Execution] = {}
         self._instance = uuid.uuid4().hex[:12]
         self._runs = itertools.count()
         self._groups = ProcessGroups()
-        self._workspaces: set[str] = set()
-        self._stale: list[cgroups.RunCgroup] = []
+        self._stale: list[_cgroups.RunCgroup] = []
         self._slots: set[str] = set()
         self._prestarted: dict[_Shape, Sandbox] = {}
         self._warming: dict[_Shape, asyncio.Task[Any]] = {}
@@ -161,7 +185,7 @@ class SandboxRunEnvironment(CommandRunEnvironment):
             seccomp.compile_filter(self.network)
         except EnvironmentUnavailableError as exc:
             return str(exc)
-        return None
+        return self._static_problem_of_limits()
 
     async def is_ready(self) -> bool:
         return await self._check() is None and await super().is_ready()
@@ -178,10 +202,23 @@ class SandboxRunEnvironment(CommandRunEnvironment):
         """How limits are enforced here, for ``runenv doctor``."""
         if self._cgroups is None:
             return (
-                "no usable cgroup memory and pids controllers: memory falls back to RLIMIT_DATA"
-                " and processes to RLIMIT_NPROC (shared by every sandbox of this user)"
+                "no cgroup memory and pids controllers in use: memory falls back to RLIMIT_DATA"
+                " and processes to RLIMIT_NPROC (per execution: each has a uid of its own),"
+                " and each workspace is a file system bounded by limits.disk"
             )
         return f"limits enforced with {self._cgroups.describe()}"
+
+    def _static_problem_of_limits(self) -> str | None:
+        if self._mount_workspaces and not mounts.can_mount():
+            return (
+                "without usable cgroup controllers the sandbox bounds workspaces with file "
+                "systems of their own, and mounting them needs root: run as root or on a "
+                "machine that delegates the cgroup memory and pids controllers"
+            )
+        if self._identities is not None and self._identities.taken():
+            taken = ", ".join(self._identities.taken()[:3])
+            return f"the sandbox identities {self._identities.ids} include accounts: {taken}"
+        return None
 
     async def _which(self, program: str) -> str | None:
         if program == "{python}":
@@ -191,44 +228,64 @@ class SandboxRunEnvironment(CommandRunEnvironment):
     # -- workspace ------------------------------------------------------------------------
     @contextlib.asynccontextmanager
     async def _workspace(self) -> AsyncIterator[Workspace]:
-        with temporary_directory(self._tmp_dir) as host:
-            self._workspaces.add(host)
-            try:
-                self._own(host)
-                yield Workspace(bubblewrap.WORKDIR, host=host)
-            finally:
-                self._workspaces.discard(host)
+        host = tempfile.mkdtemp(prefix="runenv-", dir=self._tmp_dir)
+        execution = self._executions[host] = _Execution(host)
+        try:
+            if self._mount_workspaces:
+                execution.user = self._acquire()
+                mounts.mount_tmpfs(host, self._disk(self.limits), execution.user)
+                execution.mounted = True
+            yield Workspace(bubblewrap.WORKDIR, host=host)
+        finally:
+            await self._forget(execution)
+
+    async def _forget(self, execution: _Execution) -> None:
+        """Remove an execution's workspace, then give its identity back."""
+        if execution.mounted:
+            mounts.unmount(execution.host)
+        await off_loop(remove_tree, execution.host)
+        self._executions.pop(execution.host, None)
+        if execution.user is not None and self._identities is not None:
+            self._identities.release(execution.user)
 
     async def _write(self, workspace: Workspace, files: dict[str, bytes]) -> None:
+        """Keep the files until the first stage: they are written as its identity."""
         assert workspace.host is not None
-        write_files(workspace.host, files)
-        for relative in files:
-            for path in _with_parents(workspace.host, relative):
-                self._own(path)
+        check_tree(files)
+        self._executions[workspace.host].pending.update(files)
 
-    def _own(self, path: str) -> None:
-        if self._user is not None:
-            os.chown(path, *self._user, follow_symlinks=False)
+    def _acquire(self) -> tuple[int, int] | None:
+        return self._identities.acquire() if self._identities is not None else None
 
-    def _cwd(self, workspace: Workspace, cwd: str | None) -> str:
+    @staticmethod
+    def _disk(limits: Limits) -> int:
+        return limits.disk or DEFAULT_LIMITS.disk or 0
+
+    def _cwd(self, workspace: Workspace, cwd: str | None) -> tuple[str, str | None]:
+        """The working directory inside, and its path relative to the workspace if it is
+        in it."""
         if cwd is None:
-            return workspace.path
+            return workspace.path, None
         if os.path.isabs(cwd):
             inside = os.path.normpath(cwd)
             if inside == "/tmp" or inside == workspace.path:
-                return inside
-            if inside.startswith(workspace.path + "/"):
-                cwd = inside[len(workspace.path) + 1 :]
-            else:
+                return inside, None
+            if not inside.startswith(workspace.path + "/"):
                 raise InvalidOptionsError(
                     f"in the sandbox, cwd must be inside {workspace.path} or be /tmp, not {cwd!r}"
                 )
+            cwd = inside[len(workspace.path) + 1 :]
         relative = check_relative_path(cwd)
-        assert workspace.host is not None
-        os.makedirs(os.path.join(workspace.host, relative), exist_ok=True)
-        for path in _with_parents(workspace.host, relative, include_last=True):
-            self._own(path)
-        return f"{workspace.path}/{relative}"
+        return f"{workspace.path}/{relative}", relative
+
+    @staticmethod
+    def _prepare(execution: _Execution, relative_cwd: str | None) -> None:
+        """Write the pending files and make the working directory, as the execution's
+        identity, through directory descriptors (a stage before may have planted links)."""
+        files, execution.pending = execution.pending, {}
+        write_files(execution.host, files, execution.user)
+        if relative_cwd is not None:
+            make_dirs(execution.host, relative_cwd, execution.user)
 
     # -- running --------------------------------------------------------------------------
     async def _run(
@@ -302,17 +359,33 @@ class SandboxRunEnvironment(CommandRunEnvironment):
         prestart: bool = True,
     ) -> Outcome:
         assert workspace.host is not None
+        execution = self._executions[workspace.host]
+        cwd, relative_cwd = self._cwd(workspace, options.cwd)
         shape = _Shape(
             argv=tuple(argv),
             env=tuple((env or {"PATH": bubblewrap.PATH}).items()),
-            cwd=self._cwd(workspace, options.cwd),
+            cwd=cwd,
             limits=options.limits.over(self.limits),
         )
-        sandbox = await self._claim(shape, timeout)
+        # The first stage may take a sandbox started ahead, and its identity; a later stage
+        # (the run after a compile step) runs as the identity the first one had.
+        first = execution.user is None
+        sandbox = await self._claim(shape, timeout) if first else None
+        if sandbox is not None:
+            execution.user, sandbox.holds_identity = sandbox.user, False
+        elif first:
+            execution.user = self._acquire()
+        await off_loop(self._prepare, execution, relative_cwd)
         if sandbox is None:
-            sandbox = await self._launch(shape, staging=workspace.host, timeout=timeout)
+            sandbox = await self._launch(
+                shape,
+                user=execution.user,
+                staging=workspace.host,
+                direct=execution.mounted,
+                timeout=timeout,
+            )
         else:
-            move_entries(workspace.host, sandbox.slot)
+            await off_loop(move_entries, workspace.host, sandbox.slot)
         assert sandbox.started is not None
         try:
             sandbox.started.at = time.perf_counter()
@@ -336,42 +409,64 @@ class SandboxRunEnvironment(CommandRunEnvironment):
             raise EnvironmentUnavailableError(f"the sandbox did not start: {message}")
         return _translate(outcome, usage)
 
-    async def _launch(self, shape: _Shape, *, staging: str | None, timeout: float) -> Sandbox:
-        """Start a sandbox for ``shape``; with ``staging``, its files go in first (so that a
-        working directory among them exists when bubblewrap sets up)."""
-        slot = tempfile.mkdtemp(prefix="runenv-slot-", dir=self._tmp_dir)
-        self._slots.add(slot)
-        self._own(slot)
-        sandbox = Sandbox(slot, None)
+    async def _launch(
+        self,
+        shape: _Shape,
+        *,
+        user: tuple[int, int] | None,
+        staging: str | None,
+        direct: bool = False,
+        timeout: float,
+        held: bool = False,
+    ) -> Sandbox:
+        """Start a sandbox for ``shape`` as ``user``; with ``staging``, its files go in first
+        (so that a working directory among them exists when bubblewrap sets up), or with
+        ``direct`` the staging directory itself is bound. With ``held``, the sandbox holds
+        ``user`` and gives it back when it is disposed of."""
+        if direct and staging is not None:
+            slot = staging
+        else:
+            slot = tempfile.mkdtemp(prefix="runenv-slot-", dir=self._tmp_dir)
+            self._slots.add(slot)
+            if user is not None:
+                os.chown(slot, *user)
+        sandbox = Sandbox(slot, None, user)
+        sandbox.holds_identity = held
+        back_to = None if direct else staging
         try:
-            if staging is not None:
-                move_entries(staging, slot)
+            if back_to is not None:
+                await off_loop(move_entries, back_to, slot)
             sandbox.cgroup = self._new_cgroup(shape.limits)
             await sandbox.start(
                 [*self._limit_argv(shape.limits), *shape.argv],
                 static=self._static_arguments(),
                 seccomp_filter=seccomp.compile_filter(self.network),
-                tmp_size=shape.limits.disk or DEFAULT_LIMITS.disk or 0,
+                tmp_size=self._disk(shape.limits),
+                shm_size=self._disk(shape.limits),
                 cwd=shape.cwd,
                 env=dict(shape.env),
-                user=self._user,
                 timeout=timeout,
             )
         except BaseException:
-            await self._dispose(sandbox, back_to=staging)
+            await self._dispose(sandbox, back_to=back_to)
             raise
         return sandbox
 
-    async def _dispose(self, sandbox: Sandbox, *, back_to: str | None) -> cgroups.Usage | None:
-        """Stop ``sandbox`` if it still runs, return its files, remove its slot and cgroup."""
+    async def _dispose(self, sandbox: Sandbox, *, back_to: str | None) -> _cgroups.Usage | None:
+        """Stop ``sandbox`` if it still runs, return its files, remove its slot and cgroup,
+        and give back the identity it still holds (one started ahead and never claimed)."""
         await self._stop(sandbox)
         usage = sandbox.cgroup.usage() if sandbox.cgroup is not None else None
-        if back_to is not None:
-            move_entries(sandbox.slot, back_to)
-        remove_tree(sandbox.slot)
-        self._slots.discard(sandbox.slot)
+        if sandbox.slot in self._slots:
+            if back_to is not None:
+                await off_loop(move_entries, sandbox.slot, back_to)
+            await off_loop(remove_tree, sandbox.slot)
+            self._slots.discard(sandbox.slot)
         if sandbox.cgroup is not None:
             await self._retire(sandbox.cgroup)
+        if sandbox.holds_identity and sandbox.user is not None and self._identities is not None:
+            self._identities.release(sandbox.user)
+            sandbox.holds_identity = False
         return usage
 
     # -- long-lived processes (the E2B-compatible service) -------------------------------
@@ -384,26 +479,29 @@ class SandboxRunEnvironment(CommandRunEnvironment):
         binds: list[tuple[str, str]],
         cwd: str,
         env: dict[str, str],
+        user: tuple[int, int] | None,
         limits: Limits | None = None,
+        timeout: float = 30,
     ) -> Sandbox:
-        """Start ``argv`` in a sandbox whose ``workdir`` is the host directory ``home`` (kept
-        between processes), with ``binds`` as further writable directories, and let it run.
-        The caller supervises it and ends with :meth:`close_process`."""
+        """Start ``argv`` as ``user`` (from :meth:`acquire_identity`) in a sandbox whose
+        ``workdir`` is the host directory ``home`` (kept between processes), with ``binds``
+        as further writable directories, and let it run. The caller supervises it and ends
+        with :meth:`close_process`."""
         problem = await self._check()
         if problem is not None:
             raise EnvironmentUnavailableError(f"the sandbox cannot run here: {problem}")
         limits = (limits or Limits()).over(self.limits)
-        sandbox = Sandbox(home, self._new_cgroup(limits))
+        sandbox = Sandbox(home, self._new_cgroup(limits), user)
         try:
             await sandbox.start(
                 [*self._limit_argv(limits), *argv],
                 static=self._static_arguments(),
                 seccomp_filter=seccomp.compile_filter(self.network),
                 tmp_size=None,
+                shm_size=self._disk(limits),
                 cwd=cwd,
                 env=env,
-                user=self._user,
-                timeout=30,
+                timeout=timeout,
                 workdir=workdir,
                 binds=binds,
             )
@@ -426,9 +524,23 @@ class SandboxRunEnvironment(CommandRunEnvironment):
             await sandbox.started.abandon()
         sandbox.close_descriptors()
 
-    def own(self, path: str) -> None:
-        """Give ``path`` to the sandbox's user (when we run as root)."""
-        self._own(path)
+    def acquire_identity(self) -> tuple[int, int] | None:
+        """A host identity of its own for a long-lived user of :meth:`open_process` (None
+        when not running as root: everything runs as this process's user).
+
+        :raises EnvironmentUnavailableError: if every identity is in use.
+        """
+        return self._acquire()
+
+    def release_identity(self, identity: tuple[int, int] | None) -> None:
+        """Give back an identity once none of its processes and files are left."""
+        if identity is not None and self._identities is not None:
+            self._identities.release(identity)
+
+    @property
+    def tmp_dir(self) -> str:
+        """Where this environment makes its directories on the host."""
+        return self._tmp_dir
 
     # -- started ahead --------------------------------------------------------------------
     async def _claim(self, shape: _Shape, timeout: float) -> Sandbox | None:
@@ -459,7 +571,11 @@ class SandboxRunEnvironment(CommandRunEnvironment):
 
     async def _warm(self, shape: _Shape) -> None:
         try:
-            sandbox = await self._launch(shape, staging=None, timeout=30)
+            user = self._acquire()
+        except EnvironmentUnavailableError:
+            return  # every identity is in use: runs start their own sandboxes
+        try:
+            sandbox = await self._launch(shape, user=user, staging=None, timeout=30, held=True)
         except Exception:
             return  # the next run starts its own sandbox, and reports what goes wrong
         if shape in self._prestarted:
@@ -473,16 +589,16 @@ class SandboxRunEnvironment(CommandRunEnvironment):
         task.add_done_callback(self._tasks.discard)
         return task
 
-    def _new_cgroup(self, limits: Limits) -> cgroups.RunCgroup | None:
+    def _new_cgroup(self, limits: Limits) -> _cgroups.RunCgroup | None:
         if self._cgroups is None:
             return None
-        name = f"{cgroups.PREFIX}{self._instance}-{next(self._runs)}"
+        name = f"{_cgroups.PREFIX}{self._instance}-{next(self._runs)}"
         try:
             return self._cgroups.create(name, limits)
         except OSError as exc:
             raise EnvironmentUnavailableError(f"cannot create the run's cgroup: {exc}") from exc
 
-    async def _retire(self, cgroup: cgroups.RunCgroup, within: float = 1.0) -> None:
+    async def _retire(self, cgroup: _cgroups.RunCgroup, within: float = 1.0) -> None:
         """Kill what is left in ``cgroup`` and remove it; a killed task may take a moment
         to leave, so keep trying briefly, and leave the rest to :meth:`cleanup`."""
         with anyio.CancelScope(shield=True), anyio.move_on_after(within):
@@ -508,12 +624,15 @@ class SandboxRunEnvironment(CommandRunEnvironment):
         self._groups.kill_all()
         stale = list(self._stale)
         if self._cgroups is not None:
-            stale += list(self._cgroups.leftovers(f"{cgroups.PREFIX}{self._instance}-"))
+            stale += list(self._cgroups.leftovers(f"{_cgroups.PREFIX}{self._instance}-"))
         self._stale = []
         for cgroup in stale:
             await self._retire(cgroup, within=2.0)
-        for path in [*self._workspaces, *self._slots]:
-            remove_tree(path)
+        for execution in list(self._executions.values()):
+            await self._forget(execution)
+        for path in list(self._slots):
+            await off_loop(remove_tree, path)
+        self._slots.clear()
 
     def close_now(self) -> None:
         """:meth:`cleanup` for when no event loop runs (at interpreter exit)."""
@@ -526,10 +645,15 @@ class SandboxRunEnvironment(CommandRunEnvironment):
             sandbox.close_descriptors()
         self._prestarted.clear()
         self._groups.kill_all()
-        for path in [*self._workspaces, *self._slots]:
-            remove_tree(path)
+        for execution in list(self._executions.values()):
+            if execution.mounted:
+                with contextlib.suppress(OSError):
+                    mounts.unmount(execution.host)
+        for path in [*self._executions, *self._slots]:
+            with contextlib.suppress(OSError):
+                remove_tree(path)
         if self._cgroups is not None:
-            for cgroup in self._cgroups.leftovers(f"{cgroups.PREFIX}{self._instance}-"):
+            for cgroup in self._cgroups.leftovers(f"{_cgroups.PREFIX}{self._instance}-"):
                 cgroup.kill()
                 for _ in range(100):
                     if cgroup.remove():
@@ -537,7 +661,7 @@ class SandboxRunEnvironment(CommandRunEnvironment):
                     time.sleep(0.01)
 
 
-def _translate(outcome: Outcome, usage: cgroups.Usage | None) -> Outcome:
+def _translate(outcome: Outcome, usage: _cgroups.Usage | None) -> Outcome:
     """bubblewrap reports a program killed by signal N as exit status 128+N."""
     changes: dict[str, Any] = {}
     code = outcome.exit_code
@@ -551,10 +675,3 @@ def _translate(outcome: Outcome, usage: cgroups.Usage | None) -> Outcome:
         if usage.memory_peak is not None:
             changes["memory_peak"] = usage.memory_peak
     return dataclasses.replace(outcome, **changes) if changes else outcome
-
-
-def _with_parents(root: str, relative: str, include_last: bool = True) -> Iterator[str]:
-    """``root/relative`` and each directory between it and ``root``."""
-    parts = relative.split("/")
-    for i in range(1, len(parts) + (1 if include_last else 0)):
-        yield os.path.join(root, *parts[:i])

@@ -18,6 +18,7 @@ import anyio
 
 from ..._errors import EnvironmentUnavailableError
 from ..._process import Spawn, Started, start_process
+from ..._workspace import opened
 from . import bwrap as bubblewrap
 from . import cgroups
 
@@ -25,9 +26,13 @@ from . import cgroups
 class Sandbox:
     """One sandbox, from spawn to removal; used for exactly one run."""
 
-    def __init__(self, slot: str, cgroup: cgroups.RunCgroup | None) -> None:
+    def __init__(
+        self, slot: str, cgroup: cgroups.RunCgroup | None, user: tuple[int, int] | None = None
+    ) -> None:
         self.slot = slot
         self.cgroup = cgroup
+        self.user = user
+        self.holds_identity = False  # give ``user`` back when the sandbox is disposed of
         self.init_pid: int | None = None
         self.started: Started | None = None
         self._ours: list[int] = []  # descriptors we keep
@@ -60,9 +65,9 @@ class Sandbox:
         static: Sequence[str],
         seccomp_filter: bytes,
         tmp_size: int | None,
+        shm_size: int,
         cwd: str,
         env: dict[str, str],
-        user: tuple[int, int] | None,
         timeout: float,
         workdir: str = bubblewrap.WORKDIR,
         binds: Sequence[tuple[str, str]] = (),
@@ -87,6 +92,7 @@ class Sandbox:
                 fds=fds,
                 workspace=self.slot,
                 tmp_size=tmp_size,
+                shm_size=shm_size,
                 cwd=cwd,
                 env=env,
                 workdir=workdir,
@@ -114,8 +120,8 @@ class Sandbox:
                 timeout=timeout,
                 spawn=Spawn(
                     pass_fds=tuple(self._theirs),
-                    user=user[0] if user else None,
-                    group=user[1] if user else None,
+                    user=self.user[0] if self.user else None,
+                    group=self.user[1] if self.user else None,
                     prepare=prepare,
                     signal=self.signal,
                 ),
@@ -190,6 +196,8 @@ async def _read_to_end(fd: int) -> bytes:
 
 
 def move_entries(source: str, target: str) -> None:
-    """Move everything in ``source`` into ``target`` (one file system: renames)."""
-    for name in os.listdir(source):
-        os.rename(os.path.join(source, name), os.path.join(target, name))
+    """Move everything in ``source`` into ``target`` (one file system: renames of the
+    entries themselves, which never follow a link); blocking, for a worker thread."""
+    with opened(source) as src, opened(target) as dst, os.scandir(src) as entries:
+        for entry in entries:
+            os.rename(entry.name, entry.name, src_dir_fd=src, dst_dir_fd=dst)
