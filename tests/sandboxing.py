@@ -48,10 +48,11 @@ def held(env: SandboxRunEnvironment | None) -> set[int]:
 
 
 def sandbox_processes(env: SandboxRunEnvironment | None = None) -> list[str]:
-    """Live processes running as a sandbox identity (nothing else on a test machine does),
+    """Live processes running as a sandbox identity ``env`` has used (any, without ``env``),
     but for those of sandboxes ``env`` holds started ahead."""
     found = []
     excluded = held(env)
+    ours = env._identities.used if env is not None and env._identities is not None else None
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit() or int(entry.name) in excluded:
             continue
@@ -60,7 +61,8 @@ def sandbox_processes(env: SandboxRunEnvironment | None = None) -> list[str]:
         except OSError:
             continue
         fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
-        if int(fields["Uid"].split()[0]) in SANDBOX_UIDS and fields["State"].split()[0] != "Z":
+        uid = int(fields["Uid"].split()[0])
+        if uid in (SANDBOX_UIDS if ours is None else ours) and fields["State"].split()[0] != "Z":
             found.append(f"process {entry.name} {fields['Name'].strip()}")
     return found
 

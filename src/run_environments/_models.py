@@ -101,6 +101,16 @@ def _check_positive(name: str, value: float | None, kind: type | tuple[type, ...
         raise InvalidOptionsError(f"{name} must be a positive number, got {value!r}")
 
 
+LIMIT_MAXIMUMS = {
+    "memory": 1 << 50,
+    "disk": 1 << 50,
+    "processes": 1 << 22,  # the kernel's most PIDs
+    "open_files": 1 << 20,  # the kernel's most descriptors of a process (nr_open)
+    "cpu_time": 1e9,
+}
+"""What no machine can give: larger values are mistakes, whatever the environment."""
+
+
 @dataclass(frozen=True, kw_only=True)
 class Limits:
     """Resource limits of one execution; ``None`` leaves the environment's default.
@@ -122,6 +132,10 @@ class Limits:
         for name in ("memory", "processes", "disk", "open_files"):
             _check_positive(f"limits.{name}", getattr(self, name), int)
         _check_positive("limits.cpu_time", self.cpu_time, (int, float))
+        for name, most in LIMIT_MAXIMUMS.items():
+            value = getattr(self, name)
+            if value is not None and value > most:
+                raise InvalidOptionsError(f"limits.{name} must be at most {most:g}, not {value:g}")
 
     def over(self, defaults: Limits) -> Limits:
         """These limits, with ``defaults`` where a field is None."""

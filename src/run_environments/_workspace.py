@@ -131,8 +131,8 @@ def split(relative: str) -> list[str]:
 def describe(path: str, exc: OSError) -> str:
     """Why an operation on the workspace path ``path`` failed, in words."""
     reasons = {
-        errno.ELOOP: "a component is a symbolic link",
-        errno.ENOTDIR: "a component is not a directory",
+        errno.ELOOP: "it is a symbolic link",
+        errno.ENOTDIR: "a component is a symbolic link or not a directory",
         errno.EISDIR: "it is a directory",
         errno.ENXIO: "it is not a regular file",
         errno.ENOENT: "no such file or directory",
@@ -226,7 +226,7 @@ def working_directory(root: str, cwd: str | None) -> str:
 
 FETCH_LIMIT = 16 << 20
 """The most read of one fetched file."""
-FETCH_TOTAL = 64 << 20
+FETCH_TOTAL = 32 << 20
 """The most read of all fetched files of one run together."""
 
 
@@ -250,8 +250,8 @@ def read_files(
     budget = total
     with opened(root) as fd:
         for relative in dict.fromkeys(paths):
-            content = _read_beneath(fd, split(relative), min(limit, budget), seen)
-            if content is None or (len(content) > budget):
+            content = _read_beneath(fd, split(relative), limit, seen)
+            if content is None or len(content) > budget:
                 missing.append(relative)
                 continue
             found[relative] = content
@@ -275,7 +275,7 @@ def _read_beneath(
         key = (info.st_dev, info.st_ino)
         if key not in seen:
             seen[key] = fh.read(limit)
-        return seen[key][:limit]
+        return seen[key]
 
 
 # -- removing ----------------------------------------------------------------------------

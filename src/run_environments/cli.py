@@ -221,6 +221,13 @@ def doctor() -> None:
     type=click.FloatRange(min=0, min_open=True),
     help="Longest timeout a request may ask for, in seconds.",
 )
+@click.option("--max-memory", type=click.IntRange(min=1), help="Most limits.memory, bytes.")
+@click.option("--max-disk", type=click.IntRange(min=1), help="Most limits.disk, bytes.")
+@click.option("--max-processes", type=click.IntRange(min=1), help="Most limits.processes.")
+@click.option("--max-open-files", type=click.IntRange(min=1), help="Most limits.open_files.")
+@click.option(
+    "--max-cpu-time", type=click.FloatRange(min=0, min_open=True), help="Most limits.cpu_time, s."
+)
 @click.option(
     "--grace",
     type=click.FloatRange(min=0),

@@ -247,12 +247,14 @@ class Session:
         child = started.child
         code = -signal.SIGKILL
         try:
-            with anyio.move_on_after(self.limits.process_seconds):
+            with anyio.move_on_after(self.limits.process_seconds) as limit:
                 async with anyio.create_task_group() as tg:
                     for name in ("stdout", "stderr"):
                         pipe = getattr(child.proc, name)
                         tg.start_soon(self._drain, process, name, pipe.fileno())
                     await child.exited()
+            if limit.cancelled_caught:  # its time is up: killed, as on a timeout
+                process.signal(signal.SIGKILL)
         finally:
             with anyio.CancelScope(shield=True):
                 if child.proc.returncode is None and not child.running():

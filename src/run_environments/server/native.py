@@ -63,7 +63,9 @@ class ExecuteRequest(BaseModel):
     args: list[str] = []
     files: dict[str, str] = Field({}, description="path -> text")
     files_base64: dict[str, str] = Field({}, description="path -> base64 content")
-    max_output_bytes: Annotated[int, Field(ge=0, le=64 << 20)] = DEFAULT_MAX_OUTPUT_BYTES
+    max_output_bytes: Annotated[int, Field(ge=0, description="at most the server's limit")] = (
+        DEFAULT_MAX_OUTPUT_BYTES
+    )
     compile_timeout: Seconds | None = Field(
         None, description=f"default {DEFAULT_COMPILE_TIMEOUT:g}, at most the server's limit"
     )

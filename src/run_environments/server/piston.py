@@ -20,7 +20,6 @@ from pydantic import BaseModel, Field, JsonValue
 from .._errors import InvalidOptionsError
 from .._languages import LANGUAGES, get_language
 from .._models import CompileResult, ExecutionOptions, ExecutionResult, Limits
-from ..environments.base import RunEnvironment
 from .native import service_of
 from .service import Service
 
@@ -98,9 +97,10 @@ class Runtime(BaseModel):
     runtime: str | None = None
 
 
-async def _version(env: RunEnvironment, command: str, args: tuple[str, ...]) -> str:
+async def _version(service: Service, command: str, args: tuple[str, ...]) -> str:
     script = " ".join(shlex.quote(part) for part in (command, *args)) + " 2>&1"
-    result = await env.execute(script, language="bash", timeout=30)
+    options = ExecutionOptions(language="bash", timeout=30)
+    result = await service.run(service.environment(None), script, options)
     found = VERSION.search(result.stdout)
     return found.group(0) if found else "0.0.0"
 
@@ -123,16 +123,18 @@ async def runtimes(service: Service) -> list[Runtime]:
     async with catalogue.lock:
         if catalogue.runtimes is None:
             async with service.admission.slot():
-                catalogue.runtimes = await _probe(service.environment(None))
+                catalogue.runtimes = await _probe(service)
     return catalogue.runtimes
 
 
-async def _probe(env: RunEnvironment) -> list[Runtime]:
+async def _probe(service: Service) -> list[Runtime]:
+    """Each available language's runtime, its version asked of the tool (an execution
+    like any other, counted in the metrics)."""
     found = []
-    for support in (await env.status()).languages:
+    for support in (await service.environment(None).status()).languages:
         if support.available and support.command:
             language = get_language(support.name)
-            version = await _version(env, support.command, language.version)
+            version = await _version(service, support.command, language.version)
             aliases = list(support.aliases)
             found.append(
                 Runtime(

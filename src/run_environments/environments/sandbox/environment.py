@@ -9,6 +9,7 @@ import dataclasses
 import itertools
 import math
 import os
+import resource
 import shutil
 import signal
 import subprocess
@@ -158,8 +159,9 @@ class SandboxRunEnvironment(CommandRunEnvironment):
         """Why the sandbox cannot run here, or None; a real run decides, once."""
         if self._checked:
             return self._problem
-        self._problem = self._static_problem()
+        self._problem = await off_loop(self._static_problem)
         if self._problem is None:
+            self._static = await off_loop(self._probe_static_arguments)
             try:
                 async with self._workspace() as workspace:
                     outcome = await self._sandboxed(
@@ -231,10 +233,6 @@ class SandboxRunEnvironment(CommandRunEnvironment):
         host = tempfile.mkdtemp(prefix="runenv-", dir=self._tmp_dir)
         execution = self._executions[host] = _Execution(host)
         try:
-            if self._mount_workspaces:
-                execution.user = self._acquire()
-                mounts.mount_tmpfs(host, self._disk(self.limits), execution.user)
-                execution.mounted = True
             yield Workspace(bubblewrap.WORKDIR, host=host)
         finally:
             await self._forget(execution)
@@ -278,10 +276,13 @@ class SandboxRunEnvironment(CommandRunEnvironment):
         relative = check_relative_path(cwd)
         return f"{workspace.path}/{relative}", relative
 
-    @staticmethod
-    def _prepare(execution: _Execution, relative_cwd: str | None) -> None:
+    def _prepare(self, execution: _Execution, relative_cwd: str | None, limits: Limits) -> None:
         """Write the pending files and make the working directory, as the execution's
-        identity, through directory descriptors (a stage before may have planted links)."""
+        identity, through directory descriptors (a stage before may have planted links).
+        Without cgroups, the workspace first becomes a file system of ``limits.disk``."""
+        if self._mount_workspaces and not execution.mounted:
+            mounts.mount_tmpfs(execution.host, self._disk(limits), execution.user)
+            execution.mounted = True
         files, execution.pending = execution.pending, {}
         write_files(execution.host, files, execution.user)
         if relative_cwd is not None:
@@ -333,18 +334,20 @@ class SandboxRunEnvironment(CommandRunEnvironment):
         return [*args, "--"] if len(args) > 1 else []
 
     def _static_arguments(self) -> list[str]:
-        if self._static is None:
-            assert self._bwrap is not None
-            help_text = subprocess.run(
-                [self._bwrap, "--help"], capture_output=True, text=True, check=False
-            ).stdout
-            self._static = [
-                self._bwrap,
-                *bubblewrap.static_arguments(
-                    network=self.network, disable_userns="--disable-userns" in help_text
-                ),
-            ]
+        assert self._static is not None, "the readiness check comes first"
         return self._static
+
+    def _probe_static_arguments(self) -> list[str]:
+        """The part of every command line; asks bubblewrap what it offers (blocking)."""
+        assert self._bwrap is not None
+        help_text = subprocess.run(
+            [self._bwrap, "--help"], capture_output=True, text=True, check=False
+        ).stdout
+        disable = "--disable-userns" in help_text
+        return [
+            self._bwrap,
+            *bubblewrap.static_arguments(network=self.network, disable_userns=disable),
+        ]
 
     async def _sandboxed(
         self,
@@ -365,7 +368,7 @@ class SandboxRunEnvironment(CommandRunEnvironment):
             argv=tuple(argv),
             env=tuple((env or {"PATH": bubblewrap.PATH}).items()),
             cwd=cwd,
-            limits=options.limits.over(self.limits),
+            limits=_enforceable(options.limits.over(self.limits)),
         )
         # The first stage may take a sandbox started ahead, and its identity; a later stage
         # (the run after a compile step) runs as the identity the first one had.
@@ -375,7 +378,7 @@ class SandboxRunEnvironment(CommandRunEnvironment):
             execution.user, sandbox.holds_identity = sandbox.user, False
         elif first:
             execution.user = self._acquire()
-        await off_loop(self._prepare, execution, relative_cwd)
+        await off_loop(self._prepare, execution, relative_cwd, shape.limits)
         if sandbox is None:
             sandbox = await self._launch(
                 shape,
@@ -659,6 +662,20 @@ class SandboxRunEnvironment(CommandRunEnvironment):
                     if cgroup.remove():
                         break
                     time.sleep(0.01)
+
+
+def _enforceable(limits: Limits) -> Limits:
+    """``limits``, if this process can set them (an rlimit is never raised above its hard
+    limit).
+
+    :raises InvalidOptionsError: naming the limit and the most it may be here.
+    """
+    for name, which in (("open_files", resource.RLIMIT_NOFILE), ("disk", resource.RLIMIT_FSIZE)):
+        value = getattr(limits, name)
+        hard = resource.getrlimit(which)[1]
+        if value is not None and hard != resource.RLIM_INFINITY and value > hard:
+            raise InvalidOptionsError(f"limits.{name} may be at most {hard} here, not {value}")
+    return limits
 
 
 def _translate(outcome: Outcome, usage: _cgroups.Usage | None) -> Outcome:

@@ -10,24 +10,34 @@ this machine may be in it.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import grp
+import os
 import pwd
+import random
 
 from ..._errors import EnvironmentUnavailableError, InvalidOptionsError
 
 DEFAULT_RANGE = range(0x70000000, 0x70000000 + 65536)
 
 
-class Identities:
-    """A pool of (uid, gid) pairs from ``ids``, each held by at most one execution."""
+LOCKS = "/run/runenv/identities"
+"""Where identities are claimed, machine-wide: one lock file per uid, locked while held."""
 
-    def __init__(self, ids: range = DEFAULT_RANGE) -> None:
+
+class Identities:
+    """A pool of (uid, gid) pairs from ``ids``, each held by at most one execution on this
+    machine: a claim is an ``flock`` on a file of :data:`LOCKS`, shared by every process
+    that uses the sandbox, and the kernel drops it when its holder dies."""
+
+    def __init__(self, ids: range = DEFAULT_RANGE, locks: str = LOCKS) -> None:
         if not ids or ids.start < 1000 or ids.stop > 1 << 31 or ids.step != 1:
             raise InvalidOptionsError(f"sandbox identities {ids} must be a range within 1000..2^31")
         self.ids = ids
-        self._free = list(reversed(ids))
-        self._held: set[int] = set()
-        self._checked = False
+        self.locks = locks
+        self._held: dict[int, int] = {}  # uid -> the descriptor holding its lock
+        self._next = random.randrange(len(ids))  # processes start apart: fewer collisions
+        self.used: set[int] = set()
 
     def taken(self) -> list[str]:
         """Accounts or groups of this machine inside the range (there should be none)."""
@@ -38,25 +48,49 @@ class Identities:
         return []
 
     def acquire(self) -> tuple[int, int]:
-        """An identity no other execution holds.
+        """An identity no other execution on this machine holds.
 
         :raises EnvironmentUnavailableError: if every identity of the range is held.
         """
-        if not self._free:
+        directory = self._directory()
+        try:
+            for _ in range(len(self.ids)):
+                uid = self.ids[self._next]
+                self._next = (self._next + 1) % len(self.ids)
+                if uid not in self._held and self._claim(directory, uid):
+                    self.used.add(uid)
+                    return uid, uid
+        finally:
+            os.close(directory)
+        raise EnvironmentUnavailableError(
+            f"all {len(self.ids)} sandbox identities are in use; wait for executions to end"
+        )
+
+    def _directory(self) -> int:
+        try:
+            os.makedirs(self.locks, mode=0o700, exist_ok=True)
+            return os.open(self.locks, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+        except OSError as exc:
             raise EnvironmentUnavailableError(
-                f"all {len(self.ids)} sandbox identities are in use; "
-                "wait for running executions to end"
-            )
-        uid = self._free.pop()
-        self._held.add(uid)
-        return uid, uid
+                f"cannot claim sandbox identities in {self.locks}: {exc.strerror}"
+            ) from exc
+
+    def _claim(self, directory: int, uid: int) -> bool:
+        fd = os.open(str(uid), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
+                     dir_fd=directory)  # fmt: skip
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        self._held[uid] = fd
+        return True
 
     def release(self, identity: tuple[int, int]) -> None:
         """Give ``identity`` back once nothing of its execution is left (processes, files)."""
-        uid = identity[0]
-        if uid in self._held:
-            self._held.remove(uid)
-            self._free.append(uid)
+        fd = self._held.pop(identity[0], None)
+        if fd is not None:
+            os.close(fd)  # closing the only descriptor drops the lock
 
     def __len__(self) -> int:
         """How many identities are held."""

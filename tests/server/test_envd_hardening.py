@@ -1,0 +1,227 @@
+"""The E2B envd API facing hostile clients and programs: sessions per client, quotas, private
+files, bounded processes and buffers, and no blocking of the server."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import anyio
+import httpx
+import pytest
+from e2b import AsyncSandbox, CommandExitException, SandboxException
+
+from run_environments import SandboxRunEnvironment
+from run_environments.environments.sandbox.identities import DEFAULT_RANGE
+from run_environments.server import ServerSettings
+
+from .conftest import running
+from .hostile import rss, serve_process
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture(scope="module")
+def envd(workspaces: Path) -> Iterator[str]:
+    settings = ServerSettings(
+        max_concurrency=2, max_queue=0, max_timeout=3, session_quota=32 << 20, max_sessions=4
+    )
+    with running(settings, {"sandbox": SandboxRunEnvironment(tmp_dir=str(workspaces))}) as url:
+        yield url
+
+
+async def sandbox_for(url: str, name: str) -> AsyncSandbox:
+    return await AsyncSandbox.connect(sandbox_id=name, debug=True, sandbox_url=url)
+
+
+@pytest.fixture
+async def alice(envd: str) -> AsyncSandbox:
+    return await sandbox_for(envd, "alice")
+
+
+@pytest.fixture
+async def bob(envd: str) -> AsyncSandbox:
+    return await sandbox_for(envd, "bob")
+
+
+# -- one session per client ---------------------------------------------------------------
+async def test_clients_do_not_see_each_other(alice: AsyncSandbox, bob: AsyncSandbox) -> None:
+    handle = await alice.commands.run("sleep 30", background=True, envs={"SECRET": "alice's"})
+    try:
+        assert handle.pid in [p.pid for p in await alice.commands.list()]
+        assert await bob.commands.list() == []
+        await alice.files.write("/home/user/mine.txt", "alice's file")
+        assert not await bob.files.exists("/home/user/mine.txt")
+        result = await bob.commands.run("ls /home/user; echo done")
+        assert result.stdout == "done\n"
+    finally:
+        await alice.commands.kill(handle.pid)
+
+
+async def test_session_files_are_private_to_its_identity(alice: AsyncSandbox) -> None:
+    await alice.files.write("/home/user/private.txt", "only alice")
+    owner = (await alice.commands.run("cat /proc/self/uid_map; ls -ld /home/user")).stdout
+    assert "only" not in owner
+    roots = list(Path("/dev/shm").glob("runenv-server-tests-*/runenv-e2b-*"))
+    assert roots
+    for root in roots:
+        info = root.stat()
+        assert stat.S_IMODE(info.st_mode) & 0o077 == 0 and info.st_uid in DEFAULT_RANGE
+    found = [p for root in roots if (p := root / "home" / "private.txt").exists()]
+    assert len(found) == 1
+    other = subprocess.run(["cat", str(found[0])], user=65534, capture_output=True, check=False)
+    assert other.returncode != 0 and b"Permission denied" in other.stderr
+
+
+async def test_session_storage_has_a_quota(alice: AsyncSandbox) -> None:
+    kept = 0
+    for i in range(3):  # each command within its own memory limit; together past the quota
+        result = await alice.commands.run(
+            f"head -c 16M /dev/zero > /home/user/fill{i} && echo kept || echo refused"
+        )
+        kept += result.stdout == "kept\n"
+    assert kept < 3
+    usage = await alice.commands.run("du -sm /home/user | cut -f1")
+    assert int(usage.stdout) <= 32
+    await alice.commands.run("rm -f /home/user/fill*")
+
+
+# -- commands are executions: slots and a time limit --------------------------------------
+async def test_commands_take_slots(alice: AsyncSandbox, bob: AsyncSandbox) -> None:
+    first = await alice.commands.run("sleep 30", background=True)
+    second = await bob.commands.run("sleep 30", background=True)
+    try:
+        with pytest.raises(SandboxException, match="too many commands"):
+            await alice.commands.run("echo a third")
+    finally:
+        await alice.commands.kill(first.pid)
+        await bob.commands.kill(second.pid)
+
+
+async def test_commands_end_at_the_servers_longest_timeout(alice: AsyncSandbox) -> None:
+    with pytest.raises(CommandExitException) as ended:
+        await alice.commands.run("echo started; sleep 60", timeout=30)
+    assert ended.value.stdout == "started\n"
+    assert ended.value.error == "signal: killed"
+
+
+# -- crafted fields are precise errors ----------------------------------------------------
+async def test_crafted_fields_are_precise_errors(alice: AsyncSandbox) -> None:
+    await alice.commands.run("ln -sfn /etc /home/user/etc-link; touch /home/user/plain")
+    with pytest.raises(SandboxException, match="symbolic link"):
+        await alice.commands.run("pwd", cwd="/home/user/etc-link/sub")
+    with pytest.raises(SandboxException, match="invalid variable"):
+        await alice.commands.run("true", envs={"A=B": "x"})
+    with pytest.raises(SandboxException, match="invalid variable"):
+        await alice.commands.run("true", envs={"A": "x\0y"})
+    with pytest.raises(SandboxException, match="not a directory"):
+        await alice.files.make_dir("/home/user/plain/sub")
+    with pytest.raises(SandboxException, match="not a directory"):
+        await alice.files.write("/home/user/plain/sub/file", "x")
+
+
+# -- nothing a program makes blocks the server --------------------------------------------
+async def test_a_fifo_does_not_freeze_uploads(envd: str, alice: AsyncSandbox) -> None:
+    await alice.commands.run("mkfifo /home/user/pipe")
+    with anyio.fail_after(20):
+        with pytest.raises(SandboxException, match="not a regular file"):
+            await alice.files.write("/home/user/pipe", "data")
+        with pytest.raises(SandboxException, match="not a regular file"):
+            await alice.files.read("/home/user/pipe")
+    async with httpx.AsyncClient(timeout=5) as http:
+        assert (await http.get(f"{envd}/healthz")).status_code == 200
+
+
+@pytest.fixture(scope="module")
+def roomy(workspaces: Path) -> Iterator[str]:
+    """A server whose sessions have the default quota (room for many files)."""
+    settings = ServerSettings(max_timeout=120)
+    with running(settings, {"sandbox": SandboxRunEnvironment(tmp_dir=str(workspaces))}) as url:
+        yield url
+
+
+async def test_removing_a_huge_tree_leaves_the_server_responsive(roomy: str) -> None:
+    envd, alice = roomy, await sandbox_for(roomy, "wide")
+    make = (
+        "import os\nos.mkdir('wide')\nfor i in range(150000):\n    open(f'wide/{i}', 'w').close()"
+    )
+    await alice.files.write("/home/user/make.py", make)
+    await alice.commands.run("python3 make.py", timeout=60)
+    answered_during: list[bool] = []
+    removed = anyio.Event()
+
+    async def remove() -> None:
+        await alice.files.remove("/home/user/wide")
+        removed.set()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(remove)
+        async with httpx.AsyncClient(timeout=10) as http:
+            while not removed.is_set():
+                response = await http.get(f"{envd}/healthz")
+                answered_during.append(response.status_code == 200 and not removed.is_set())
+                await anyio.sleep(0.05)
+    assert any(answered_during)  # served while the removal was under way
+    assert not await alice.files.exists("/home/user/wide")
+
+
+async def test_a_deep_tree_is_removed(roomy: str) -> None:
+    alice = await sandbox_for(roomy, "deep")
+    deep = (
+        "import os\nos.mkdir('deep')\nos.chdir('deep')\n"
+        "for _ in range(1500):\n    os.mkdir('d')\n    os.chdir('d')"
+    )
+    await alice.files.write("/home/user/deep.py", deep)
+    assert (await alice.commands.run("python3 deep.py")).exit_code == 0
+    await alice.files.remove("/home/user/deep")
+    assert not await alice.files.exists("/home/user/deep")
+
+
+# -- memory -------------------------------------------------------------------------------
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[tuple[str, int]]:
+    place = Path("/dev/shm") / f"runenv-memory-{os.getpid()}"
+    place.mkdir(mode=0o755)
+    try:
+        with serve_process(place, max_timeout=120) as server:
+            yield server
+    finally:
+        subprocess.run(["rm", "-rf", str(place)], check=True)
+
+
+async def test_command_output_is_not_kept(served: tuple[str, int]) -> None:
+    url, pid = served
+    sbx = await AsyncSandbox.create(debug=True, sandbox_url=url)
+    await sbx.commands.run("true")
+    before = rss(pid)
+    received = 0
+
+    def count(text: str) -> None:
+        nonlocal received
+        received += len(text)
+
+    await sbx.commands.run("yes | head -c 268435456", on_stdout=count, timeout=120)
+    assert received == 256 << 20
+    assert rss(pid) - before < 64 << 20, "the server kept the command's output"
+
+
+async def test_slow_downloads_are_streamed(served: tuple[str, int]) -> None:
+    url, pid = served
+    sbx = await AsyncSandbox.create(debug=True, sandbox_url=url)
+    await sbx.commands.run("truncate -s 256M /home/user/sparse")
+    before = rss(pid)
+    from .hostile import send_only
+
+    readers = [
+        send_only(url, "GET", "/files?path=/home/user/sparse", E2b_Sandbox_Id="debug_sandbox_id")
+        for _ in range(4)
+    ]
+    try:
+        await anyio.sleep(2)  # what the server would buffer for readers that do not read
+        assert rss(pid) - before < 64 << 20
+    finally:
+        for sock in readers:
+            sock.close()
