@@ -67,6 +67,37 @@ async def off_loop(function: Callable[..., T], *args: Any) -> T:
     return result
 
 
+INLINE_OPERATIONS = 64
+"""File operations (on a memory file system: microseconds each) done on the event loop
+before the rest of the work goes to a worker thread."""
+
+
+class OverBudget(Exception):
+    """An operation met more entries than it may handle on the event loop."""
+
+
+class Budget:
+    """A count of file operations an inline call may still make."""
+
+    def __init__(self, operations: int) -> None:
+        self.left = operations
+
+    def spend(self) -> None:
+        self.left -= 1
+        if self.left < 0:
+            raise OverBudget
+
+
+async def soon(function: Callable[..., T], *args: Any) -> T:
+    """``function(*args, budget=...)`` on the event loop if it needs few operations (a small
+    workspace, the usual case), else (again, from the start) in a worker thread. Functions
+    taking a budget may be repeated: what they did before running out is not done twice."""
+    try:
+        return function(*args, budget=Budget(INLINE_OPERATIONS))
+    except OverBudget:
+        return await off_loop(function, *args)
+
+
 @contextlib.asynccontextmanager
 async def temporary_directory(parent: str | None = None) -> AsyncIterator[str]:
     """A fresh directory only we can enter, removed with everything in it afterwards."""
@@ -74,7 +105,7 @@ async def temporary_directory(parent: str | None = None) -> AsyncIterator[str]:
     try:
         yield path
     finally:
-        await off_loop(remove_tree, path)
+        await soon(remove_tree, path)
 
 
 # -- walking beneath a directory ---------------------------------------------------------
@@ -93,7 +124,8 @@ def open_beneath(
     root: int, parts: Sequence[str], *, create: bool = False, owner: tuple[int, int] | None = None
 ) -> int:
     """Open the directory ``root/parts...`` without following any link; with ``create``,
-    make missing directories (given to ``owner``). The caller closes the result.
+    make missing directories (given to ``owner``). The caller closes the result (a new
+    descriptor, also for no ``parts``).
 
     :raises OSError: ELOOP or ENOTDIR where a component is a link or not a directory.
     """
@@ -152,8 +184,7 @@ def open_regular(parent: int, name: str, flags: int, mode: int = 0o644) -> int:
     if not stat.S_ISREG(os.fstat(fd).st_mode):
         os.close(fd)
         raise OSError(errno.ENXIO, "not a regular file")
-    os.set_blocking(fd, True)
-    return fd
+    return fd  # O_NONBLOCK does nothing to a regular file
 
 
 # -- writing and reading -----------------------------------------------------------------
@@ -172,11 +203,12 @@ def check_tree(paths: Iterable[str]) -> None:
 def write_file(root: int, relative: str, data: bytes, owner: tuple[int, int] | None) -> None:
     """Write ``data`` to ``root/relative``, making its directories (see module docstring)."""
     *parents, name = split(relative)
-    parent = open_beneath(root, parents, create=True, owner=owner)
+    parent = open_beneath(root, parents, create=True, owner=owner) if parents else root
     try:
         fd = open_regular(parent, name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
     finally:
-        os.close(parent)
+        if parent != root:
+            os.close(parent)
     with os.fdopen(fd, "wb") as fh:
         if owner is not None:
             os.fchown(fd, *owner)
@@ -184,7 +216,10 @@ def write_file(root: int, relative: str, data: bytes, owner: tuple[int, int] | N
 
 
 def write_files(
-    root: str, files: Mapping[str, bytes], owner: tuple[int, int] | None = None
+    root: str,
+    files: Mapping[str, bytes],
+    owner: tuple[int, int] | None = None,
+    budget: Budget | None = None,
 ) -> None:
     """Write relative path -> content under ``root``.
 
@@ -194,6 +229,9 @@ def write_files(
     check_tree(files)
     with opened(root) as fd:
         for relative, content in files.items():
+            if budget is not None:
+                for _ in range(1 + len(content) // (64 << 10)):  # a 64 KiB copy is an operation
+                    budget.spend()
             try:
                 write_file(fd, relative, content, owner)
             except OSError as exc:
@@ -279,7 +317,7 @@ def _read_beneath(
 
 
 # -- removing ----------------------------------------------------------------------------
-def remove_tree(path: str, attempts: int = 3) -> None:
+def remove_tree(path: str, attempts: int = 3, budget: Budget | None = None) -> None:
     """Remove ``path`` and everything below it, however deep or wide, without following a
     link, and where the program took permissions away inside it. Entries made meanwhile
     are removed too, up to ``attempts`` passes over a directory that keeps refilling.
@@ -289,18 +327,22 @@ def remove_tree(path: str, attempts: int = 3) -> None:
     parent, name = os.path.split(os.path.normpath(path))
     try:
         with opened(parent or "/") as fd:
-            remove_entry(fd, name, attempts)
+            remove_entry(fd, name, attempts, budget)
     except FileNotFoundError:
         return
 
 
-def remove_entry(parent: int, name: str, attempts: int = 3) -> None:
+def remove_entry(parent: int, name: str, attempts: int = 3, budget: Budget | None = None) -> None:
     """Remove the entry ``name`` of the directory ``parent`` (a whole tree if it is one)."""
-    if _unlink(parent, name):
-        return
-    root = _open_dir(parent, name)
     try:
-        _empty(root, attempts)
+        root = _open_dir(parent, name)
+    except (NotADirectoryError, OSError) as exc:
+        if exc.errno not in (errno.ENOTDIR, errno.ELOOP):
+            raise
+        _unlink(parent, name)
+        return
+    try:
+        _empty(root, attempts, budget or Budget(1 << 62))
     finally:
         os.close(root)
     with contextlib.suppress(FileNotFoundError):
@@ -337,14 +379,16 @@ def _open_dir(parent: int, name: str) -> int:
         return os.open(name, DIRECTORY, dir_fd=parent)
 
 
-def _empty(root: int, attempts: int) -> None:
+def _empty(root: int, attempts: int, budget: Budget) -> None:
     """Empty the directory ``root`` with a stack of at most :data:`MAX_OPEN_DEPTH`
     descriptors: a subtree found deeper is renamed into ``root`` and emptied from there."""
     stack: list[_Frame] = [_Frame(root, "", 0)]
     try:
         while stack:
             top = stack[-1]
-            child = _clear_until_directory(top.fd, root, deep=len(stack) >= MAX_OPEN_DEPTH)
+            child = _clear_until_directory(
+                top.fd, root, deep=len(stack) >= MAX_OPEN_DEPTH, budget=budget
+            )
             if child is not None:
                 stack.append(_Frame(_open_dir(top.fd, child), child, 0))
                 continue
@@ -373,12 +417,13 @@ class _Frame:
     passes: int
 
 
-def _clear_until_directory(fd: int, root: int, *, deep: bool) -> str | None:
+def _clear_until_directory(fd: int, root: int, *, deep: bool, budget: Budget) -> str | None:
     """Remove the entries of ``fd`` that are not non-empty directories; return the first
     such directory (or None when ``fd`` is empty). At the depth bound, such directories are
     moved up into ``root`` instead."""
     with os.scandir(fd) as entries:
         for entry in entries:
+            budget.spend()
             if _unlink(fd, entry.name):
                 continue
             try:

@@ -14,8 +14,8 @@ from .._languages import Language
 from .._models import ExecutionOptions
 from .._process import Outcome, ProcessGroups, kill_marked, run_process
 from .._workspace import (
-    off_loop,
     remove_tree,
+    soon,
     temporary_directory,
     working_directory,
     write_files,
@@ -76,7 +76,7 @@ class LocalRunEnvironment(CommandRunEnvironment):
                 self._workspaces.discard(path)
 
     async def _write(self, workspace: Workspace, files: dict[str, bytes]) -> None:
-        await off_loop(write_files, workspace.path, files)
+        await soon(write_files, workspace.path, files, None)
 
     def _environment(
         self, workspace: Workspace, options: ExecutionOptions, language: Language, stream: bool
@@ -110,7 +110,7 @@ class LocalRunEnvironment(CommandRunEnvironment):
         try:
             outcome = await run_process(
                 argv,
-                cwd=await off_loop(working_directory, workspace.path, options.cwd),
+                cwd=working_directory(workspace.path, options.cwd),
                 env=env,
                 timeout=timeout,
                 stdin=stdin,
@@ -131,7 +131,7 @@ class LocalRunEnvironment(CommandRunEnvironment):
         self._groups.kill_all()
         kill_marked(MARKER, self._instance)
         for path in list(self._workspaces):
-            await off_loop(remove_tree, path)
+            await soon(remove_tree, path)
 
 
 def _host_environment() -> dict[bytes, bytes]:

@@ -29,12 +29,14 @@ from ..._languages import Language
 from ..._models import ExecutionOptions, Limits, check_relative_path
 from ..._process import Outcome, ProcessGroups, supervise
 from ..._workspace import (
+    Budget,
     check_tree,
     default_parent,
     make_dirs,
     off_loop,
     reachable_by_others,
     remove_tree,
+    soon,
     write_files,
 )
 from ..base import CommandRunEnvironment, EnvironmentStatus, Workspace, program_env
@@ -241,7 +243,7 @@ class SandboxRunEnvironment(CommandRunEnvironment):
         """Remove an execution's workspace, then give its identity back."""
         if execution.mounted:
             mounts.unmount(execution.host)
-        await off_loop(remove_tree, execution.host)
+        await soon(remove_tree, execution.host)
         self._executions.pop(execution.host, None)
         if execution.user is not None and self._identities is not None:
             self._identities.release(execution.user)
@@ -276,15 +278,21 @@ class SandboxRunEnvironment(CommandRunEnvironment):
         relative = check_relative_path(cwd)
         return f"{workspace.path}/{relative}", relative
 
-    def _prepare(self, execution: _Execution, relative_cwd: str | None, limits: Limits) -> None:
+    def _prepare(
+        self,
+        execution: _Execution,
+        relative_cwd: str | None,
+        limits: Limits,
+        budget: Budget | None = None,
+    ) -> None:
         """Write the pending files and make the working directory, as the execution's
         identity, through directory descriptors (a stage before may have planted links).
         Without cgroups, the workspace first becomes a file system of ``limits.disk``."""
         if self._mount_workspaces and not execution.mounted:
             mounts.mount_tmpfs(execution.host, self._disk(limits), execution.user)
             execution.mounted = True
-        files, execution.pending = execution.pending, {}
-        write_files(execution.host, files, execution.user)
+        write_files(execution.host, execution.pending, execution.user, budget)
+        execution.pending = {}
         if relative_cwd is not None:
             make_dirs(execution.host, relative_cwd, execution.user)
 
@@ -378,7 +386,7 @@ class SandboxRunEnvironment(CommandRunEnvironment):
             execution.user, sandbox.holds_identity = sandbox.user, False
         elif first:
             execution.user = self._acquire()
-        await off_loop(self._prepare, execution, relative_cwd, shape.limits)
+        await soon(self._prepare, execution, relative_cwd, shape.limits)
         if sandbox is None:
             sandbox = await self._launch(
                 shape,
@@ -388,7 +396,7 @@ class SandboxRunEnvironment(CommandRunEnvironment):
                 timeout=timeout,
             )
         else:
-            await off_loop(move_entries, workspace.host, sandbox.slot)
+            await soon(move_entries, workspace.host, sandbox.slot)
         assert sandbox.started is not None
         try:
             sandbox.started.at = time.perf_counter()
@@ -438,7 +446,7 @@ class SandboxRunEnvironment(CommandRunEnvironment):
         back_to = None if direct else staging
         try:
             if back_to is not None:
-                await off_loop(move_entries, back_to, slot)
+                await soon(move_entries, back_to, slot)
             sandbox.cgroup = self._new_cgroup(shape.limits)
             await sandbox.start(
                 [*self._limit_argv(shape.limits), *shape.argv],
@@ -462,8 +470,8 @@ class SandboxRunEnvironment(CommandRunEnvironment):
         usage = sandbox.cgroup.usage() if sandbox.cgroup is not None else None
         if sandbox.slot in self._slots:
             if back_to is not None:
-                await off_loop(move_entries, sandbox.slot, back_to)
-            await off_loop(remove_tree, sandbox.slot)
+                await soon(move_entries, sandbox.slot, back_to)
+            await soon(remove_tree, sandbox.slot)
             self._slots.discard(sandbox.slot)
         if sandbox.cgroup is not None:
             await self._retire(sandbox.cgroup)

@@ -18,7 +18,7 @@ import anyio
 
 from ..._errors import EnvironmentUnavailableError
 from ..._process import Spawn, Started, start_process
-from ..._workspace import opened
+from ..._workspace import Budget, opened
 from . import bwrap as bubblewrap
 from . import cgroups
 
@@ -195,9 +195,11 @@ async def _read_to_end(fd: int) -> bytes:
         data += chunk
 
 
-def move_entries(source: str, target: str) -> None:
+def move_entries(source: str, target: str, budget: Budget | None = None) -> None:
     """Move everything in ``source`` into ``target`` (one file system: renames of the
-    entries themselves, which never follow a link); blocking, for a worker thread."""
+    entries themselves, which never follow a link); see :func:`~.._workspace.soon`."""
     with opened(source) as src, opened(target) as dst, os.scandir(src) as entries:
         for entry in entries:
+            if budget is not None:
+                budget.spend()
             os.rename(entry.name, entry.name, src_dir_fd=src, dst_dir_fd=dst)
