@@ -3,6 +3,7 @@ against the E2B cloud when E2B_API_KEY is set."""
 
 from __future__ import annotations
 
+import fcntl
 import os
 import socket
 from collections.abc import AsyncIterator
@@ -78,14 +79,17 @@ async def test_debug_mode_on_the_default_port(server_envs: dict, monkeypatch) ->
 
     from .conftest import serving
 
-    with socket.socket() as probe:
-        if probe.connect_ex(("127.0.0.1", 49983)) == 0:
-            pytest.skip("port 49983 is taken on this machine")
-    monkeypatch.setenv("E2B_DEBUG", "true")
-    settings = ServerSettings(port=49983)
-    with serving(settings, {"sandbox": server_envs["sandbox"]}, port=49983):
-        async with E2BRunEnvironment() as env:
-            assert (await env.execute("print('debug mode')")).stdout == "debug mode\n"
+    # Another copy of this suite on the machine takes turns with us for the fixed port.
+    with open("/tmp/runenv-tests-port-49983.lock", "a") as lock:  # noqa: ASYNC230
+        await anyio.to_thread.run_sync(fcntl.flock, lock, fcntl.LOCK_EX)
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", 49983)) == 0:
+                pytest.skip("port 49983 is taken by a program that is not this test suite")
+        monkeypatch.setenv("E2B_DEBUG", "true")
+        settings = ServerSettings(port=49983)
+        with serving(settings, {"sandbox": server_envs["sandbox"]}, port=49983):
+            async with E2BRunEnvironment() as env:
+                assert (await env.execute("print('debug mode')")).stdout == "debug mode\n"
 
 
 @pytest.mark.skipif(

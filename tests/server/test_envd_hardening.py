@@ -3,6 +3,7 @@ files, bounded processes and buffers, and no blocking of the server."""
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 import subprocess
@@ -13,6 +14,8 @@ import anyio
 import httpx
 import pytest
 from e2b import AsyncSandbox, CommandExitException, SandboxException
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from run_environments import SandboxRunEnvironment
 from run_environments.environments.sandbox.identities import DEFAULT_RANGE
@@ -61,11 +64,11 @@ async def test_clients_do_not_see_each_other(alice: AsyncSandbox, bob: AsyncSand
         await alice.commands.kill(handle.pid)
 
 
-async def test_session_files_are_private_to_its_identity(alice: AsyncSandbox) -> None:
+async def test_session_files_are_private_to_its_identity(
+    alice: AsyncSandbox, workspaces: Path
+) -> None:
     await alice.files.write("/home/user/private.txt", "only alice")
-    owner = (await alice.commands.run("cat /proc/self/uid_map; ls -ld /home/user")).stdout
-    assert "only" not in owner
-    roots = list(Path("/dev/shm").glob("runenv-server-tests-*/runenv-e2b-*"))
+    roots = list(workspaces.glob("runenv-e2b-*"))
     assert roots
     for root in roots:
         info = root.stat()
@@ -225,3 +228,31 @@ async def test_slow_downloads_are_streamed(served: tuple[str, int]) -> None:
     finally:
         for sock in readers:
             sock.close()
+
+
+# -- no input makes a server error --------------------------------------------------------
+PATHS = st.one_of(
+    st.text(st.characters(codec=None, categories=["Cs", "L", "N", "P", "Zs", "Cc"]), max_size=12),
+    st.sampled_from(["/home/user/../../etc/passwd", "/home/user/etc-link/x", "/tmp/\0", "", "/"]),
+).map(lambda tail: tail if tail.startswith("/") else f"/home/user/{tail}")
+CONNECT = {"content-type": "application/json", "e2b-sandbox-id": "fuzz"}
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+@given(path=PATHS, other=PATHS, operation=st.sampled_from(["Stat", "ListDir", "MakeDir",
+                                                           "Remove", "Move", "files"]))  # fmt: skip
+def test_no_path_makes_a_server_error(envd: str, path: str, other: str, operation: str) -> None:
+    with httpx.Client(base_url=envd, timeout=30) as http:
+        if operation == "files":
+            upload = http.post("/files", params={"path": path}, content=b"x",
+                               headers={"e2b-sandbox-id": "fuzz"})  # fmt: skip
+            download = http.get("/files", params={"path": path}, headers={"e2b-sandbox-id": "fuzz"})
+            statuses = [upload.status_code, download.status_code]
+        else:
+            body = {"source": path, "destination": other} if operation == "Move" else {"path": path}
+            response = http.post(
+                f"/filesystem.Filesystem/{operation}", content=json.dumps(body), headers=CONNECT
+            )
+            statuses = [response.status_code]
+            assert '"code":"unknown"' not in response.text.replace(" ", ""), response.text
+    assert all(status < 500 for status in statuses), (operation, path, statuses)
