@@ -92,7 +92,10 @@ async def sandbox_leftovers(env: SandboxRunEnvironment, tmp: Path) -> list[str]:
     if env._cgroups is not None:
         prefix = f"{cgroup_support.PREFIX}{env._instance}-"
         cgroups = [str(c.directories[0]) for c in env._cgroups.leftovers(prefix)]
-    paths = [str(p) for p in tmp.iterdir() if str(p) not in slots]
+    home = tmp / f"runenv-{env._instance}"
+    paths = [str(p) for p in tmp.iterdir() if p != home]
+    if home.exists():  # while the environment lives: its lock, and what it holds ahead
+        paths += [str(p) for p in home.iterdir() if p.name != "owner.lock" and str(p) not in slots]
     return paths + left + [c for c in cgroups if c not in cgroup_dirs]
 
 

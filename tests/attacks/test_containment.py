@@ -197,7 +197,7 @@ async def test_workspaces_are_private(sandbox: SandboxRunEnvironment, shared_tmp
 
     async def look() -> None:
         while not seen:
-            for entry in shared_tmp.iterdir():
+            for entry in shared_tmp.glob("runenv-*/ws-*"):
                 info = entry.stat()
                 seen.append((entry.name, stat.S_IMODE(info.st_mode), info.st_uid))
             await anyio.sleep(0.01)

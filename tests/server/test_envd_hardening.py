@@ -9,6 +9,7 @@ import stat
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import quote
 
 import anyio
 import httpx
@@ -68,7 +69,7 @@ async def test_session_files_are_private_to_its_identity(
     alice: AsyncSandbox, workspaces: Path
 ) -> None:
     await alice.files.write("/home/user/private.txt", "only alice")
-    roots = list(workspaces.glob("runenv-e2b-*"))
+    roots = list(workspaces.glob("runenv-*/e2b-*"))
     assert roots
     for root in roots:
         info = root.stat()
@@ -243,10 +244,10 @@ CONNECT = {"content-type": "application/json", "e2b-sandbox-id": "fuzz"}
                                                            "Remove", "Move", "files"]))  # fmt: skip
 def test_no_path_makes_a_server_error(envd: str, path: str, other: str, operation: str) -> None:
     with httpx.Client(base_url=envd, timeout=30) as http:
-        if operation == "files":
-            upload = http.post("/files", params={"path": path}, content=b"x",
-                               headers={"e2b-sandbox-id": "fuzz"})  # fmt: skip
-            download = http.get("/files", params={"path": path}, headers={"e2b-sandbox-id": "fuzz"})
+        if operation == "files":  # the path as raw bytes, as a hostile client may send it
+            query = "path=" + quote(path.encode("utf-8", "surrogatepass"), safe="")
+            upload = http.post(f"/files?{query}", content=b"x", headers={"e2b-sandbox-id": "fuzz"})
+            download = http.get(f"/files?{query}", headers={"e2b-sandbox-id": "fuzz"})
             statuses = [upload.status_code, download.status_code]
         else:
             body = {"source": path, "destination": other} if operation == "Move" else {"path": path}

@@ -17,6 +17,7 @@ from typing import Any
 
 import anyio
 from connectrpc.code import Code
+from connectrpc.codec import Codec, proto_binary_codec, proto_json_codec
 from connectrpc.errors import ConnectError
 from e2b.envd.filesystem import filesystem_pb as fs
 from e2b.envd.filesystem.filesystem_connect import FilesystemASGIApplication
@@ -325,6 +326,33 @@ async def upload(request: Request, path: str | None = None) -> Response:
     )
 
 
+class _StrictCodec:
+    """One of connectrpc's codecs, whose decoding failures (malformed JSON, lone surrogates,
+    invalid UTF-8 in a protobuf string) are the client's: ``invalid_argument``, not ``unknown``."""
+
+    def __init__(self, codec: Codec[Any, Any]) -> None:
+        self.codec = codec
+
+    def name(self) -> str:
+        return str(self.codec.name())
+
+    def encode(self, message: Any) -> bytes:
+        return bytes(self.codec.encode(message))
+
+    def decode(self, data: bytes | bytearray, message_class: type[Any]) -> Any:
+        try:
+            return self.codec.decode(data, message_class)
+        except ConnectError:
+            raise
+        except Exception as exc:  # whatever the codec's parser raises for malformed input
+            raise ConnectError(
+                Code.INVALID_ARGUMENT, f"the request is not a valid {self.name()} message: {exc}"
+            ) from None
+
+
+CODECS = [_StrictCodec(proto_binary_codec()), _StrictCodec(proto_json_codec())]
+
+
 class EnvdDispatch:
     """Sends the Connect services' paths to their applications and the rest on."""
 
@@ -333,9 +361,11 @@ class EnvdDispatch:
     def __init__(self, app: ASGIApp, sessions: Sessions, check_token: Any) -> None:
         self.app = app
         self.check_token = check_token
+        process = ProcessASGIApplication(ProcessService(sessions), codecs=CODECS)  # type: ignore[arg-type]
+        files = FilesystemASGIApplication(FilesystemService(sessions), codecs=CODECS)  # type: ignore[arg-type]
         self._apps: dict[str, ASGIApp] = {
-            "/process.Process/": ProcessASGIApplication(ProcessService(sessions)),  # type: ignore[arg-type]
-            "/filesystem.Filesystem/": FilesystemASGIApplication(FilesystemService(sessions)),  # type: ignore[arg-type]
+            "/process.Process/": process,
+            "/filesystem.Filesystem/": files,
         }
 
     def _connect_app(self, prefix: str) -> ASGIApp:

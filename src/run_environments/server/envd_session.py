@@ -19,7 +19,6 @@ import hashlib
 import os
 import signal
 import stat
-import tempfile
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AsyncExitStack
@@ -176,7 +175,7 @@ class Session:
         self.admission = admission
         self.limits = limits
         self.user = env.acquire_identity()
-        self.root = tempfile.mkdtemp(prefix="runenv-e2b-", dir=env.tmp_dir)
+        self.root = env.private_directory("e2b-")
         self.mounted = False
         try:
             if mounts.can_mount():

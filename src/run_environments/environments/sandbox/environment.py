@@ -13,9 +13,7 @@ import resource
 import shutil
 import signal
 import subprocess
-import tempfile
 import time
-import uuid
 import weakref
 from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass
@@ -44,6 +42,7 @@ from . import bwrap as bubblewrap
 from . import cgroups as _cgroups
 from . import mounts, seccomp
 from .identities import DEFAULT_RANGE, Identities
+from .instance import InstanceDirectory, mounted_beneath, new_instance, sweep
 from .launch import Sandbox, move_entries
 
 MAX_PRESTARTED = 4
@@ -143,7 +142,8 @@ class SandboxRunEnvironment(CommandRunEnvironment):
         self._mount_workspaces = self._cgroups is None
         self.prestart = prestart and not self._mount_workspaces
         self._executions: dict[str, _Execution] = {}
-        self._instance = uuid.uuid4().hex[:12]
+        self._instance = new_instance()
+        self._home = InstanceDirectory(self._tmp_dir, self._instance)
         self._runs = itertools.count()
         self._groups = ProcessGroups()
         self._stale: list[_cgroups.RunCgroup] = []
@@ -163,6 +163,7 @@ class SandboxRunEnvironment(CommandRunEnvironment):
             return self._problem
         self._problem = await off_loop(self._static_problem)
         if self._problem is None:
+            await off_loop(sweep, self._tmp_dir, self._cgroups)  # what dead owners left
             self._static = await off_loop(self._probe_static_arguments)
             try:
                 async with self._workspace() as workspace:
@@ -232,7 +233,7 @@ class SandboxRunEnvironment(CommandRunEnvironment):
     # -- workspace ------------------------------------------------------------------------
     @contextlib.asynccontextmanager
     async def _workspace(self) -> AsyncIterator[Workspace]:
-        host = tempfile.mkdtemp(prefix="runenv-", dir=self._tmp_dir)
+        host = self._home.mkdtemp("ws-")
         execution = self._executions[host] = _Execution(host)
         try:
             yield Workspace(bubblewrap.WORKDIR, host=host)
@@ -437,7 +438,7 @@ class SandboxRunEnvironment(CommandRunEnvironment):
         if direct and staging is not None:
             slot = staging
         else:
-            slot = tempfile.mkdtemp(prefix="runenv-slot-", dir=self._tmp_dir)
+            slot = self._home.mkdtemp("slot-")
             self._slots.add(slot)
             if user is not None:
                 os.chown(slot, *user)
@@ -548,10 +549,11 @@ class SandboxRunEnvironment(CommandRunEnvironment):
         if identity is not None and self._identities is not None:
             self._identities.release(identity)
 
-    @property
-    def tmp_dir(self) -> str:
-        """Where this environment makes its directories on the host."""
-        return self._tmp_dir
+    def private_directory(self, prefix: str) -> str:
+        """A new directory on the host for a user of :meth:`open_process`, private to this
+        process's user, swept with the environment's own after a crash; the caller removes
+        it (before :meth:`cleanup`)."""
+        return self._home.mkdtemp(prefix)
 
     # -- started ahead --------------------------------------------------------------------
     async def _claim(self, shape: _Shape, timeout: float) -> Sandbox | None:
@@ -644,6 +646,7 @@ class SandboxRunEnvironment(CommandRunEnvironment):
         for path in list(self._slots):
             await off_loop(remove_tree, path)
         self._slots.clear()
+        await off_loop(self._home.close)
 
     def close_now(self) -> None:
         """:meth:`cleanup` for when no event loop runs (at interpreter exit)."""
@@ -660,9 +663,10 @@ class SandboxRunEnvironment(CommandRunEnvironment):
             if execution.mounted:
                 with contextlib.suppress(OSError):
                     mounts.unmount(execution.host)
-        for path in [*self._executions, *self._slots]:
-            with contextlib.suppress(OSError):
-                remove_tree(path)
+        with contextlib.suppress(OSError):
+            for point in mounted_beneath(self._home.path):
+                mounts.unmount(point)
+            self._home.close()
         if self._cgroups is not None:
             for cgroup in self._cgroups.leftovers(f"{_cgroups.PREFIX}{self._instance}-"):
                 cgroup.kill()
