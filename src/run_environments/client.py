@@ -66,9 +66,9 @@ def _raise_for(response_status: int, data: Any, headers: httpx.Headers | None = 
         retry = float(headers.get("retry-after", 1)) if headers is not None else 1.0
         raise RateLimitError(message, response_status, retry)
     if kind == "UnknownLanguageError":
-        raise UnknownLanguageError(message.split("'")[1], list(error.get("supported", [])))
+        raise UnknownLanguageError(str(error.get("language")), list(error.get("supported", [])))
     if kind == "UnknownEnvironmentError":
-        raise UnknownEnvironmentError(message.split("'")[1], [])
+        raise UnknownEnvironmentError(str(error.get("environment")), list(error.get("known", [])))
     if kind == "SpawnError":
         raise SpawnError(message)
     if (

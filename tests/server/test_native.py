@@ -186,3 +186,16 @@ def test_backpressure(workspaces) -> None:
         refused = next(a for a in answers if a.status_code == 429)
         assert refused.headers["retry-after"] == "1"
         assert "runenv_rejected_total 2.0" in httpx.get(f"{base}/metrics").text
+
+
+def test_error_bodies_carry_structured_fields(http: httpx.Client) -> None:
+    error = http.post("/v1/execute", json={"code": "1", "language": "cobol"}).json()["error"]
+    assert error["type"] == "UnknownLanguageError" and error["language"] == "cobol"
+    assert "python" in error["supported"]
+    error = http.post("/v1/execute", json={"code": "1", "environment": "x"}).json()["error"]
+    assert error == {
+        "message": error["message"],
+        "type": "UnknownEnvironmentError",
+        "environment": "x",
+        "known": ["local", "sandbox"],
+    }

@@ -42,11 +42,9 @@ class TestRemote(EnvironmentBehaviour):
     async def leftovers(self, env: RunEnvironment) -> list[str]:
         assert isinstance(self.server_env, SandboxRunEnvironment)
         left: list[str] = []
-        for _ in range(250):  # the server notices a client that left a moment later
-            left = await sandbox_leftovers(self.server_env, self.workspaces)
-            if not left:
-                break
-            await anyio.sleep(0.02)
+        with anyio.move_on_after(20):  # the server notices a client that left a moment later
+            while left := await sandbox_leftovers(self.server_env, self.workspaces):
+                await anyio.sleep(0.1)
         return left
 
 
@@ -103,3 +101,17 @@ def test_sync_client_and_facade(url: str) -> None:
     with SyncRunEnvironment(RemoteRunEnvironment(url, environment="local")) as env:
         result = env.execute("import os; print(os.getcwd() != '/workspace')")
         assert result.stdout == "True\n" and result.environment == "local"
+
+
+async def test_refusals_come_back_as_the_same_exceptions_with_their_fields(url: str) -> None:
+    from run_environments import UnknownEnvironmentError, UnknownLanguageError
+
+    async with Client(url) as client:
+        with pytest.raises(UnknownLanguageError) as language:
+            await client.execute("1", language="it's-cobol")
+        assert language.value.language == "it's-cobol"  # read from a field, not the message
+        assert "python" in language.value.supported
+        with pytest.raises(UnknownEnvironmentError) as environment:
+            await client.execute("1", environment="docker")
+        assert environment.value.name == "docker"
+        assert environment.value.known == ["local", "sandbox"]

@@ -256,7 +256,9 @@ class CommandRunEnvironment(RunEnvironment):
                 stdin=options.stdin_bytes,
                 stream=True,
             )
-            fetched = await self._fetch(workspace, options.fetch_files)
+            fetched = (
+                await self._fetch(workspace, options.fetch_files) if options.fetch_files else {}
+            )
         return ExecutionResult(
             **stage_fields(outcome, options.timeout),
             language=language.name,
@@ -265,14 +267,10 @@ class CommandRunEnvironment(RunEnvironment):
             files=fetched,
         )
 
+    @abc.abstractmethod
     async def _fetch(self, workspace: Workspace, paths: Sequence[str]) -> dict[str, bytes]:
-        """Read ``paths`` from the workspace after the run (files that exist, as they are)."""
-        if not paths:
-            return {}
-        if workspace.host is None:
-            raise NotImplementedError(f"{type(self).__name__} must implement _fetch")
-        fetched = await anyio.to_thread.run_sync(read_files, workspace.host, paths)
-        return fetched.files
+        """Read ``paths`` from the workspace after the run (files that exist, as they are);
+        :func:`fetch_from_host` does it for a workspace on this machine."""
 
     async def _compile(
         self, argv: list[str], workspace: Workspace, options: ExecutionOptions, language: Language
@@ -297,6 +295,13 @@ class CommandRunEnvironment(RunEnvironment):
             environment=self.name,
             compile=compiled,
         )
+
+
+async def fetch_from_host(workspace: Workspace, paths: Sequence[str]) -> dict[str, bytes]:
+    """``paths`` of a workspace on this machine (see :func:`~.._workspace.read_files`)."""
+    assert workspace.host is not None
+    fetched = await anyio.to_thread.run_sync(read_files, workspace.host, paths)
+    return fetched.files
 
 
 def _as_bytes(content: str | bytes) -> bytes:

@@ -8,7 +8,7 @@ import os
 import shutil
 import sys
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
 from .._languages import Language
 from .._models import ExecutionOptions
@@ -20,7 +20,7 @@ from .._workspace import (
     working_directory,
     write_files,
 )
-from .base import CommandRunEnvironment, Workspace, program_env
+from .base import CommandRunEnvironment, Workspace, fetch_from_host, program_env
 
 MARKER = "RUNENV_RUN"
 """Set in every program's environment, so that descendants that escaped are found."""
@@ -74,6 +74,9 @@ class LocalRunEnvironment(CommandRunEnvironment):
                 yield Workspace(path, host=path)
             finally:
                 self._workspaces.discard(path)
+
+    async def _fetch(self, workspace: Workspace, paths: Sequence[str]) -> dict[str, bytes]:
+        return await fetch_from_host(workspace, paths)
 
     async def _write(self, workspace: Workspace, files: dict[str, bytes]) -> None:
         await soon(write_files, workspace.path, files, None)

@@ -7,9 +7,11 @@ from collections.abc import AsyncIterator
 
 import anyio
 
+from .._errors import RunEnvironmentError
 
-class Overloaded(Exception):
-    """Every slot and every place in the queue is taken."""
+
+class Overloaded(RunEnvironmentError):
+    """Every slot and every place in the queue is taken (the server answers 429)."""
 
 
 class Admission:

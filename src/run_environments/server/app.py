@@ -18,10 +18,7 @@ from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
 from .._errors import (
     EnvironmentUnavailableError,
-    InvalidOptionsError,
     RunEnvironmentError,
-    UnknownEnvironmentError,
-    UnknownLanguageError,
 )
 from .._registry import create_environment
 from ..environments.base import RunEnvironment
@@ -29,11 +26,10 @@ from ..environments.sandbox import SandboxRunEnvironment
 from . import e2b_envd, native, piston, sandboxfusion
 from .admission import Overloaded
 from .envd_session import Session, SessionLimits, Sessions
+from .errors import ErrorFormats, Problem, problem_of
 from .intake import Intake, guarded_protocol
 from .service import Service
 from .settings import ServerSettings
-
-PISTON = "/api/v2/"
 
 
 def create_app(
@@ -86,7 +82,9 @@ def create_app(
     app.include_router(sandboxfusion.router, dependencies=guarded)
     app.include_router(piston.router, dependencies=guarded)
     app.include_router(e2b_envd.router, dependencies=guarded)
-    _handle_errors(app)
+    formats = ErrorFormats()
+    formats.register(piston.PREFIX, piston.error_format)
+    _handle_errors(app, formats)
     app.add_middleware(
         e2b_envd.EnvdDispatch,
         sessions=sessions,
@@ -97,7 +95,7 @@ def create_app(
         limit=settings.max_body_bytes,
         budget=settings.max_pending_bytes,
         deadline=settings.body_timeout,
-        error_body=_error_json,
+        formats=formats,
     )
     return app
 
@@ -137,55 +135,24 @@ def _token_check(token: str | None) -> Any:
     return check
 
 
-def _error_json(path: str, status: int, message: str, **extra: Any) -> dict[str, Any]:
-    if path.startswith(PISTON):
-        return {"message": message}
-    return {"error": {"message": message, **extra}}
-
-
-def error_body(request: Request, status: int, message: str, **extra: Any) -> JSONResponse:
-    """An error in the format of the API the request was for."""
-    headers = {"Retry-After": "1"} if status in (429, 503) else None
-    return JSONResponse(_error_json(request.url.path, status, message, **extra), status, headers)
-
-
-def _status(exc: RunEnvironmentError) -> int:
-    if isinstance(exc, InvalidOptionsError | UnknownEnvironmentError):
-        return 422
-    if isinstance(exc, EnvironmentUnavailableError):
-        return 503
-    return 422
-
-
-def _handle_errors(app: FastAPI) -> None:
+def _handle_errors(app: FastAPI, formats: ErrorFormats) -> None:
     @app.exception_handler(RunEnvironmentError)
     async def ours(request: Request, exc: RunEnvironmentError) -> JSONResponse:
-        status = _status(exc)
-        if request.url.path.startswith(PISTON) and status == 422:
-            status = 400
-        extra: dict[str, Any] = {"type": type(exc).__name__}
-        if isinstance(exc, UnknownLanguageError):
-            extra["supported"] = exc.supported
-        return error_body(request, status, str(exc), **extra)
+        if isinstance(exc, Overloaded):
+            request.app.state.service.metrics.rejected.inc()
+        return formats.respond(request.url.path, problem_of(exc))
 
     @app.exception_handler(StarletteHTTPException)
     async def http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        if request.url.path.startswith(PISTON):
-            return JSONResponse({"message": exc.detail}, exc.status_code, headers=exc.headers)
-        return JSONResponse({"detail": exc.detail}, exc.status_code, headers=exc.headers)
-
-    @app.exception_handler(Overloaded)
-    async def overloaded(request: Request, exc: Overloaded) -> JSONResponse:
-        request.app.state.service.metrics.rejected.inc()
-        return error_body(request, 429, "too many executions are waiting; retry later")
+        headers = dict(exc.headers) if exc.headers else None
+        problem = Problem(exc.status_code, str(exc.detail), headers=headers, http=True)
+        return formats.respond(request.url.path, problem)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         problems = "; ".join(_describe(error) for error in exc.errors())
-        status = 400 if request.url.path.startswith(PISTON) else 422
-        if request.url.path.startswith(PISTON):
-            return error_body(request, status, problems)
-        return JSONResponse({"detail": [_plain(error) for error in exc.errors()]}, 422)
+        validation = [_plain(error) for error in exc.errors()]
+        return formats.respond(request.url.path, Problem(422, problems, validation=validation))
 
 
 def _plain(error: Mapping[str, Any]) -> dict[str, Any]:

@@ -14,15 +14,12 @@ server's descriptors.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from typing import Any
 
 import anyio
-from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-ErrorBody = Callable[[str, int, str], dict[str, Any]]
-"""Makes an error body in the wire format of a path: (path, status, message) -> JSON."""
+from .errors import ErrorFormats, Problem
 
 
 class Intake:
@@ -35,13 +32,13 @@ class Intake:
         limit: int,
         budget: int,
         deadline: float,
-        error_body: ErrorBody,
+        formats: ErrorFormats,
     ) -> None:
         self.app = app
         self.limit = limit
         self.budget = budget
         self.deadline = deadline
-        self.error_body = error_body
+        self.formats = formats
         self.held = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -131,9 +128,11 @@ class Intake:
             tg.cancel_scope.cancel()
 
     async def _refuse(self, scope: Scope, send: Send, status: int, message: str) -> None:
-        headers = {"Retry-After": "1", "Connection": "close"} if status == 503 else None
-        body = self.error_body(scope.get("path", ""), status, message)
-        response = JSONResponse(body, status, headers=headers or {"Connection": "close"})
+        headers = {"Connection": "close"}
+        if status == 503:
+            headers["Retry-After"] = "1"
+        problem = Problem(status, message, {"type": "RequestRefused"}, headers=headers)
+        response = self.formats.respond(scope.get("path", ""), problem)
 
         async def nothing() -> Message:
             return {"type": "http.disconnect"}

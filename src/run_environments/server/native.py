@@ -26,12 +26,11 @@ from .._models import (
     Limits,
 )
 from .admission import Overloaded
-from .service import Service
+from .service import Seconds, Service, service_of
 
 router = APIRouter(tags=["native"])
 health = APIRouter(tags=["native"])
 
-Seconds = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 Positive = Annotated[int, Field(gt=0)]
 
 
@@ -125,11 +124,6 @@ class ResultModel(CompileModel):
     environment: str
     compile: CompileModel | None
     files: dict[str, str]
-
-
-def service_of(request: Request) -> Service:
-    service: Service = request.app.state.service
-    return service
 
 
 @router.post("/v1/execute", response_model=ResultModel)

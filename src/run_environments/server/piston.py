@@ -15,15 +15,25 @@ from typing import Annotated, Any, Literal
 
 import anyio
 from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, JsonValue
 
 from .._errors import InvalidOptionsError
 from .._languages import LANGUAGES, get_language
 from .._models import CompileResult, ExecutionOptions, ExecutionResult, Limits
-from .native import service_of
-from .service import Service
+from .errors import Problem
+from .service import Service, service_of
 
 router = APIRouter(tags=["Piston"])
+PREFIX = "/api/v2/"
+"""The paths whose errors this router formats."""
+
+
+def error_format(problem: Problem) -> JSONResponse:
+    """Piston's errors: ``{"message": ...}``, with 400 where others answer 422."""
+    status = 400 if problem.status == 422 else problem.status
+    return JSONResponse({"message": problem.message}, status, headers=problem.headers)
+
 
 VERSION = re.compile(r"\d+\.\d+(?:\.\d+)?")
 Milliseconds = Annotated[float, Field(gt=0, allow_inf_nan=False)]

@@ -17,7 +17,7 @@ from pydantic import BaseModel, Field, field_validator
 
 from .._errors import EnvironmentUnavailableError, InvalidOptionsError, SpawnError
 from .._models import CompileResult, ExecutionOptions, ExecutionResult, Limits
-from .native import Seconds, service_of
+from .service import Seconds, service_of
 
 router = APIRouter(tags=["SandboxFusion"])
 

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
+from typing import Annotated
 
+from fastapi import Request
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from pydantic import Field
 
 from .._errors import InvalidOptionsError, UnknownEnvironmentError
 from .._languages import get_language
@@ -13,6 +16,15 @@ from .._models import ExecutionOptions, ExecutionResult
 from ..environments.base import RunEnvironment
 from .admission import Admission
 from .settings import ServerSettings
+
+Seconds = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+"""A duration a request gives: positive and finite."""
+
+
+def service_of(request: Request) -> Service:
+    """The service of the application ``request`` came to."""
+    service: Service = request.app.state.service
+    return service
 
 
 class Metrics:

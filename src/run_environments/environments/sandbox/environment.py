@@ -15,7 +15,7 @@ import signal
 import subprocess
 import time
 import weakref
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Coroutine, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,7 +37,13 @@ from ..._workspace import (
     soon,
     write_files,
 )
-from ..base import CommandRunEnvironment, EnvironmentStatus, Workspace, program_env
+from ..base import (
+    CommandRunEnvironment,
+    EnvironmentStatus,
+    Workspace,
+    fetch_from_host,
+    program_env,
+)
 from . import bwrap as bubblewrap
 from . import cgroups as _cgroups
 from . import mounts, seccomp
@@ -248,6 +254,9 @@ class SandboxRunEnvironment(CommandRunEnvironment):
         self._executions.pop(execution.host, None)
         if execution.user is not None and self._identities is not None:
             self._identities.release(execution.user)
+
+    async def _fetch(self, workspace: Workspace, paths: Sequence[str]) -> dict[str, bytes]:
+        return await fetch_from_host(workspace, paths)
 
     async def _write(self, workspace: Workspace, files: dict[str, bytes]) -> None:
         """Keep the files until the first stage: they are written as its identity."""
