@@ -5,7 +5,7 @@ from collections.abc import Iterator
 
 import pytest
 
-pytest.register_assert_rewrite("tests.behaviour.suite", "tests.helpers", "tests.sandboxing")
+pytest.register_assert_rewrite("tests.helpers", "tests.sandboxing")
 
 
 @pytest.fixture

@@ -52,6 +52,8 @@ def modules() -> list[str]:
 def test_every_raised_exception_descends_from_the_root() -> None:
     strays = []
     for module in modules():
+        if module.startswith("run_environments.testing"):
+            continue  # a test suite: its failed assertions are what it is for
         namespace = vars(importlib.import_module(module))
         for name in raised_names(module):
             if (module, name) in OTHERS:

@@ -18,14 +18,22 @@ from ._errors import (
 )
 from ._languages import LANGUAGES, Language, get_language, language_for_path, language_names
 from ._models import CompileResult, ExecutionOptions, ExecutionResult, Limits
+from ._process import Outcome
 from ._registry import create_environment, environment_names, get_environment_class
 from ._sync import SyncRunEnvironment
-from .environments.base import EnvironmentStatus, LanguageSupport, RunEnvironment
+from .environments.base import (
+    CommandRunEnvironment,
+    EnvironmentStatus,
+    LanguageSupport,
+    RunEnvironment,
+    Workspace,
+)
 from .environments.local import LocalRunEnvironment
 from .environments.sandbox import SandboxRunEnvironment
 
 __all__ = [  # noqa: RUF022 (plain sorted order)
     "AuthenticationError",
+    "CommandRunEnvironment",
     "CompileResult",
     "EnvironmentStatus",
     "EnvironmentUnavailableError",
@@ -39,6 +47,7 @@ __all__ = [  # noqa: RUF022 (plain sorted order)
     "LanguageUnavailableError",
     "Limits",
     "LocalRunEnvironment",
+    "Outcome",
     "RateLimitError",
     "RunEnvironment",
     "RunEnvironmentError",
@@ -49,6 +58,7 @@ __all__ = [  # noqa: RUF022 (plain sorted order)
     "UnknownEnvironmentError",
     "UnknownLanguageError",
     "UnreachableError",
+    "Workspace",
     "create_environment",
     "environment_names",
     "get_environment_class",

@@ -19,7 +19,7 @@ import pytest
 
 from run_environments import ExecutionResult, InvalidOptionsError, Limits, SpawnError
 from run_environments.environments.sandbox import SandboxRunEnvironment
-from tests.fixtures import program
+from run_environments.testing import program
 from tests.sandboxing import eventually_no_processes
 
 pytestmark = pytest.mark.anyio

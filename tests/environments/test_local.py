@@ -10,8 +10,7 @@ import pytest
 
 from run_environments import LanguageUnavailableError, LocalRunEnvironment, RunEnvironment
 from run_environments.environments.local import MARKER
-from tests.behaviour.suite import EnvironmentBehaviour
-from tests.fixtures import program
+from run_environments.testing import EnvironmentBehaviour, program
 from tests.helpers import is_running, wait_until_gone
 
 pytestmark = pytest.mark.anyio

@@ -19,7 +19,7 @@ from run_environments import (
 )
 from run_environments.environments.sandbox import SandboxRunEnvironment
 from run_environments.environments.sandbox import cgroups as cgroup_support
-from tests.behaviour.suite import EnvironmentBehaviour
+from run_environments.testing import EnvironmentBehaviour
 from tests.sandboxing import sandbox_leftovers
 
 pytestmark = pytest.mark.anyio

@@ -19,7 +19,7 @@ from run_environments import (
     create_environment,
 )
 from run_environments.environments.e2b import E2BRunEnvironment
-from tests.behaviour.suite import EnvironmentBehaviour
+from run_environments.testing import EnvironmentBehaviour
 from tests.sandboxing import eventually_no_processes
 
 pytestmark = pytest.mark.anyio

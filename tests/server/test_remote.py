@@ -18,7 +18,7 @@ from run_environments import (
 from run_environments.client import Client, SyncClient
 from run_environments.environments.remote import RemoteRunEnvironment
 from run_environments.server import ServerSettings
-from tests.behaviour.suite import EnvironmentBehaviour
+from run_environments.testing import EnvironmentBehaviour
 from tests.sandboxing import sandbox_leftovers
 
 from .conftest import running, serving

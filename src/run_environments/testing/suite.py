@@ -1,11 +1,12 @@
-"""The behaviour every run environment shares.
+"""The behaviour every run environment shares (see :mod:`run_environments.testing`).
 
-A test module subclasses :class:`EnvironmentBehaviour` and provides an ``env`` fixture (and,
-where the environment can tell, :meth:`EnvironmentBehaviour.leftovers`).
+A test module subclasses :class:`EnvironmentBehaviour` and provides an ``env`` fixture and
+:meth:`EnvironmentBehaviour.leftovers`.
 """
 
 from __future__ import annotations
 
+import abc
 import json
 from typing import ClassVar
 
@@ -19,11 +20,8 @@ from run_environments import (
     UnknownLanguageError,
     language_names,
 )
-from tests.fixtures import program
 
-from .programs import ECHO, HELLO
-
-pytestmark = pytest.mark.anyio
+from .samples import ECHO, HELLO, program
 
 RESULT_FIELDS = {
     "success", "stdout", "stderr", "exit_code", "execution_time", "error", "timed_out", "signal",
@@ -40,14 +38,17 @@ def rss_bytes() -> int:
     raise AssertionError("no VmRSS")
 
 
-class EnvironmentBehaviour:
+@pytest.mark.anyio  # on the class, so that subclasses in other modules inherit it
+class EnvironmentBehaviour(abc.ABC):
     """The shared suite. ``languages`` lists what the environment must run."""
 
     languages: ClassVar[tuple[str, ...]] = tuple(language_names())
 
+    @abc.abstractmethod
     async def leftovers(self, env: RunEnvironment) -> list[str]:
-        """What the environment still has running or stored; empty when clean."""
-        return []
+        """What the environment still has running or stored (processes, workspaces...),
+        each named; empty when clean. Every environment must say: the suite's cleanup
+        tests rely on it."""
 
     def result_environment(self, env: RunEnvironment) -> str:
         """The ``environment`` results report (where the code really ran)."""

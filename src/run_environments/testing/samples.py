@@ -1,6 +1,17 @@
-"""Small programs in every language of the table."""
+"""Small programs in every language of the table, and misbehaving ones (``programs/``)."""
 
 from __future__ import annotations
+
+from pathlib import Path
+
+PROGRAMS = Path(__file__).with_name("programs")
+
+
+def program(name: str) -> str:
+    """The source of one of the misbehaving programs the suite runs (ignores SIGTERM,
+    floods its output, double-forks a daemon...)."""
+    return (PROGRAMS / name).read_text()
+
 
 HELLO = {
     "python": 'print("hello from python")',
