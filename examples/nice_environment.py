@@ -9,17 +9,16 @@ import shutil
 import sys
 from collections.abc import AsyncIterator, Sequence
 
-from run_environments import ExecutionOptions, Language
 from run_environments.extension import (
+    Command,
     CommandRunEnvironment,
     Outcome,
     ProcessGroups,
     Workspace,
     fetch_from_host,
-    program_env,
+    make_dirs,
     run_process,
     temporary_directory,
-    working_directory,
     write_files,
 )
 
@@ -48,27 +47,19 @@ class NiceRunEnvironment(CommandRunEnvironment):
     async def _fetch(self, workspace: Workspace, paths: Sequence[str]) -> dict[str, bytes]:
         return await fetch_from_host(workspace, paths)
 
-    async def _run(
-        self,
-        argv: list[str],
-        workspace: Workspace,
-        options: ExecutionOptions,
-        *,
-        timeout: float,
-        language: Language,
-        stdin: bytes | None,
-        stream: bool,
-    ) -> Outcome:
-        env = {**os.environ, **program_env(language, options, stream)}
+    async def _run(self, command: Command, workspace: Workspace) -> Outcome:
+        if command.directory is not None:  # a cwd inside the workspace
+            make_dirs(workspace.path, command.directory)
+        env = {**os.environ, **command.env}
         return await run_process(
-            ["nice", "-n", "19", *argv],
-            cwd=working_directory(workspace.path, options.cwd),
+            ["nice", "-n", "19", *command.argv],
+            cwd=command.cwd,
             env={os.fsencode(k): os.fsencode(v) for k, v in env.items()},
-            timeout=timeout,
-            stdin=stdin,
-            max_output_bytes=options.max_output_bytes,
-            on_stdout=options.on_stdout if stream else None,
-            on_stderr=options.on_stderr if stream else None,
+            timeout=command.remaining(),  # the stage's deadline, fixed when it began
+            stdin=command.stdin,
+            max_output_bytes=command.max_output_bytes,
+            on_stdout=command.on_stdout,
+            on_stderr=command.on_stderr,
             groups=self._groups,
         )
 

@@ -16,6 +16,7 @@ from .._languages import LANGUAGES, Language, Toolchain, get_language, resolve
 from .._models import CompileResult, ExecutionOptions, ExecutionResult, encode_text
 from .._process import Outcome
 from .._workspace import check_tree, read_files
+from .command import Command, build_command
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -91,20 +92,6 @@ def merge_options(options: ExecutionOptions | None, overrides: dict[str, Any]) -
     return base.replace(**overrides) if overrides else base
 
 
-def program_env(language: Language, options: ExecutionOptions, stream: bool) -> dict[str, str]:
-    """The variables a run adds to its environment's own: ``options.env``, over the
-    language's unbuffered-output variables when output streams to callbacks.
-
-    A compile step (``stream`` false) adds nothing: ``options.env`` is the program's, and in
-    a compiler it could run code the client sent (``LD_PRELOAD``, ``JAVA_TOOL_OPTIONS``,
-    ``GOFLAGS=-toolexec=...``, ``NODE_OPTIONS``) before the program exists."""
-    if not stream:
-        return {}
-    if options.on_stdout or options.on_stderr:
-        return {**language.stream_env, **options.env}
-    return dict(options.env)
-
-
 def stage_fields(outcome: Outcome, timeout: float) -> dict[str, Any]:
     """The result fields common to a run and a compile step."""
     success = outcome.exit_code == 0 and not outcome.timed_out and not outcome.output_exceeded
@@ -161,6 +148,10 @@ class CommandRunEnvironment(RunEnvironment):
     language lookup to compile step to result, is here once.
     """
 
+    cwd_outside: ClassVar[tuple[str, ...]] = ()
+    """Directories outside the workspace an absolute ``cwd`` may be in (see
+    :func:`~.command.resolve_cwd`)."""
+
     def __init__(self) -> None:
         self._toolchains: dict[str, Toolchain | str] = {}
 
@@ -178,18 +169,10 @@ class CommandRunEnvironment(RunEnvironment):
         """Write relative path -> content into the workspace."""
 
     @abc.abstractmethod
-    async def _run(
-        self,
-        argv: list[str],
-        workspace: Workspace,
-        options: ExecutionOptions,
-        *,
-        timeout: float,
-        language: Language,
-        stdin: bytes | None,
-        stream: bool,
-    ) -> Outcome:
-        """Run one command in the workspace and return its outcome."""
+    async def _run(self, command: Command, workspace: Workspace) -> Outcome:
+        """Run ``command`` in the workspace, within its deadline (everything it waits for
+        counts: see :mod:`~.command`), making ``command.directory`` first if it is set,
+        and return its outcome."""
 
     async def _toolchain(self, language: Language) -> Toolchain | str:
         if language.name not in self._toolchains:
@@ -247,15 +230,8 @@ class CommandRunEnvironment(RunEnvironment):
                 compiled = await self._compile(compile_argv, workspace, options, language)
                 if not compiled.success:
                     return self._compile_failure(compiled, language)
-            outcome = await self._run(
-                [*run_argv, *options.args],
-                workspace,
-                options,
-                timeout=options.timeout,
-                language=language,
-                stdin=options.stdin_bytes,
-                stream=True,
-            )
+            command = self._command([*run_argv, *options.args], workspace, options, language)
+            outcome = await self._run(command, workspace)
             fetched = (
                 await self._fetch(workspace, options.fetch_files) if options.fetch_files else {}
             )
@@ -272,18 +248,23 @@ class CommandRunEnvironment(RunEnvironment):
         """Read ``paths`` from the workspace after the run (files that exist, as they are);
         :func:`fetch_from_host` does it for a workspace on this machine."""
 
+    def _command(
+        self,
+        argv: list[str],
+        workspace: Workspace,
+        options: ExecutionOptions,
+        language: Language,
+        compile: bool = False,
+    ) -> Command:
+        return build_command(
+            argv, workspace.path, options, language, compile=compile, outside=self.cwd_outside
+        )
+
     async def _compile(
         self, argv: list[str], workspace: Workspace, options: ExecutionOptions, language: Language
     ) -> CompileResult:
-        outcome = await self._run(
-            argv,
-            workspace,
-            options,
-            timeout=options.compile_timeout,
-            language=language,
-            stdin=None,
-            stream=False,
-        )
+        command = self._command(argv, workspace, options, language, compile=True)
+        outcome = await self._run(command, workspace)
         return CompileResult(**stage_fields(outcome, options.compile_timeout))
 
     def _compile_failure(self, compiled: CompileResult, language: Language) -> ExecutionResult:

@@ -23,13 +23,16 @@ from .._errors import (
     ServiceError,
     UnreachableError,
 )
-from .._languages import LANGUAGES, Language
-from .._models import ExecutionOptions, check_relative_path, deliver
+from .._languages import LANGUAGES
+from .._models import deliver
 from .._process import Outcome
 from .._signals import BY_GO_NAME
-from .base import CommandRunEnvironment, EnvironmentStatus, Workspace, program_env
+from .base import CommandRunEnvironment, EnvironmentStatus, Workspace
+from .command import Command
 
 HOME = "/home/user"
+KILL_WAIT = 2.0
+"""Seconds to wait, after killing a command at its deadline, for its end and last output."""
 
 
 def _translate(exc: BaseException) -> RunEnvironmentError:
@@ -64,6 +67,7 @@ class E2BRunEnvironment(CommandRunEnvironment):
     """
 
     name = "e2b"
+    cwd_outside = ("/",)  # the sandbox is the cloud's: any directory in it
 
     def __init__(
         self,
@@ -215,30 +219,12 @@ class E2BRunEnvironment(CommandRunEnvironment):
                 found[relative] = bytes(data)
         return found
 
-    async def _run(
-        self,
-        argv: list[str],
-        workspace: Workspace,
-        options: ExecutionOptions,
-        *,
-        timeout: float,
-        language: Language,
-        stdin: bytes | None,
-        stream: bool,
-    ) -> Outcome:
-        cwd = workspace.path
-        if options.cwd is not None:
-            cwd = (
-                options.cwd
-                if options.cwd.startswith("/")
-                else (f"{workspace.path}/{check_relative_path(options.cwd)}")
-            )
-        env = program_env(language, options, stream)
-        run = _Run(options, stream)
+    async def _run(self, command: Command, workspace: Workspace) -> Outcome:
+        run = _Run(command)
         async with self._calls() as sandbox:
-            if options.cwd is not None and not options.cwd.startswith("/"):
-                await sandbox.files.make_dir(cwd)
-            return await run.execute(sandbox, shlex.join(argv), cwd, env, stdin, timeout)
+            if command.directory is not None:
+                await sandbox.files.make_dir(command.cwd)
+            return await run.execute(sandbox)
 
 
 class _CallbackError(Exception):
@@ -252,9 +238,8 @@ class _CallbackError(Exception):
 class _Run:
     """One command in the sandbox, with its output bounded and its time limited."""
 
-    def __init__(self, options: ExecutionOptions, stream: bool) -> None:
-        self.options = options
-        self.stream = stream
+    def __init__(self, command: Command) -> None:
+        self.command = command
         self.out = bytearray()
         self.err = bytearray()
         self.truncated = {"stdout": False, "stderr": False}
@@ -263,7 +248,7 @@ class _Run:
     async def take(self, name: str, text: str) -> None:
         buffer = self.out if name == "stdout" else self.err
         data = text.encode()
-        room = self.options.max_output_bytes - len(buffer)
+        room = self.command.max_output_bytes - len(buffer)
         if len(data) > room:
             data = data[: max(room, 0)]
             self.truncated[name] = True
@@ -271,35 +256,29 @@ class _Run:
                 with contextlib.suppress(Exception):
                     await self.handle.kill()
         buffer += data
-        callback = getattr(self.options, f"on_{name}") if self.stream else None
+        callback = getattr(self.command, f"on_{name}")
         if callback is not None and data:
             try:
                 await deliver(callback, data.decode("utf-8", "replace"))
             except Exception as exc:
                 raise _CallbackError(exc) from exc
 
-    async def execute(
-        self,
-        sandbox: e2b.AsyncSandbox,
-        command: str,
-        cwd: str,
-        env: dict[str, str],
-        stdin: bytes | None,
-        timeout: float,
-    ) -> Outcome:
+    async def execute(self, sandbox: e2b.AsyncSandbox) -> Outcome:
+        command = self.command
+        stdin = command.stdin
         started = time.perf_counter()
         timed_out = False
         code: int | None = None
         error: str | None = None
         self.handle = await sandbox.commands.run(
-            command,
+            shlex.join(command.argv),
             background=True,
-            envs=env,
-            cwd=cwd,
+            envs=dict(command.env),
+            cwd=command.cwd,
             stdin=stdin is not None,
             on_stdout=lambda text: self.take("stdout", text),
             on_stderr=lambda text: self.take("stderr", text),
-            timeout=timeout + 60,
+            timeout=command.timeout + 60,
         )
         finished = anyio.Event()
         ended: dict[str, Any] = {}
@@ -323,12 +302,12 @@ class _Run:
                         if stdin:
                             await sandbox.commands.send_stdin(self.handle.pid, stdin)
                         await sandbox.commands.close_stdin(self.handle.pid)
-                with anyio.move_on_after(timeout):
+                with anyio.move_on_after(command.remaining()):
                     await finished.wait()
                 if not finished.is_set():
                     timed_out = True
                     await self._stop(sandbox)
-                with anyio.move_on_after(10):
+                with anyio.move_on_after(KILL_WAIT):  # for the output the kill lets through
                     await finished.wait()
                 tg.cancel_scope.cancel()
         except BaseException:

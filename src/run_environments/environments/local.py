@@ -10,17 +10,17 @@ import sys
 import uuid
 from collections.abc import AsyncIterator, Sequence
 
-from .._languages import Language
-from .._models import ExecutionOptions
+from .._errors import InvalidOptionsError
 from .._process import Outcome, ProcessGroups, kill_marked, run_process
 from .._workspace import (
+    make_dirs,
     remove_tree,
     soon,
     temporary_directory,
-    working_directory,
     write_files,
 )
-from .base import CommandRunEnvironment, Workspace, fetch_from_host, program_env
+from .base import CommandRunEnvironment, Workspace, fetch_from_host
+from .command import Command
 
 MARKER = "RUNENV_RUN"
 """Set in every program's environment, so that descendants that escaped are found."""
@@ -40,6 +40,7 @@ class LocalRunEnvironment(CommandRunEnvironment):
     """
 
     name = "local"
+    cwd_outside = ("/",)  # not isolated: any directory of this machine
 
     def __init__(
         self,
@@ -81,9 +82,7 @@ class LocalRunEnvironment(CommandRunEnvironment):
     async def _write(self, workspace: Workspace, files: dict[str, bytes]) -> None:
         await soon(write_files, workspace.path, files, None)
 
-    def _environment(
-        self, workspace: Workspace, options: ExecutionOptions, language: Language, stream: bool
-    ) -> dict[bytes, bytes]:
+    def _environment(self, workspace: Workspace, command: Command) -> dict[bytes, bytes]:
         # Bytes throughout: the child gets bytes anyway, and decoding os.environ to
         # encode it again is a measurable part of starting a small program.
         if self._inherit_env:
@@ -91,35 +90,25 @@ class LocalRunEnvironment(CommandRunEnvironment):
         else:
             env = {b"PATH": os.fsencode(self._path), b"LANG": b"C.UTF-8"}
             env[b"HOME"] = os.fsencode(workspace.path)
-        extra = program_env(language, options, stream)
-        env.update((os.fsencode(k), os.fsencode(v)) for k, v in extra.items())
+        env.update((os.fsencode(k), os.fsencode(v)) for k, v in command.env.items())
         return env
 
-    async def _run(
-        self,
-        argv: list[str],
-        workspace: Workspace,
-        options: ExecutionOptions,
-        *,
-        timeout: float,
-        language: Language,
-        stdin: bytes | None,
-        stream: bool,
-    ) -> Outcome:
-        env = self._environment(workspace, options, language, stream)
+    async def _run(self, command: Command, workspace: Workspace) -> Outcome:
+        env = self._environment(workspace, command)
         run_id = f"{self._instance}.{next(self._runs)}"
         env[MARKER.encode()] = run_id.encode()
+        _working_directory(workspace, command)
         stopped = True
         try:
             outcome = await run_process(
-                argv,
-                cwd=working_directory(workspace.path, options.cwd),
+                command.argv,
+                cwd=command.cwd,
                 env=env,
-                timeout=timeout,
-                stdin=stdin,
-                max_output_bytes=options.max_output_bytes,
-                on_stdout=options.on_stdout if stream else None,
-                on_stderr=options.on_stderr if stream else None,
+                timeout=command.remaining(),
+                stdin=command.stdin,
+                max_output_bytes=command.max_output_bytes,
+                on_stdout=command.on_stdout,
+                on_stderr=command.on_stderr,
                 kill_grace=self._kill_grace,
                 groups=self._groups,
             )
@@ -135,6 +124,14 @@ class LocalRunEnvironment(CommandRunEnvironment):
         kill_marked(MARKER, self._instance)
         for path in list(self._workspaces):
             await soon(remove_tree, path)
+
+
+def _working_directory(workspace: Workspace, command: Command) -> None:
+    """Make the command's directory in the workspace, or check the one outside it."""
+    if command.directory is not None:
+        make_dirs(workspace.path, command.directory)
+    elif not os.path.isdir(command.cwd):
+        raise InvalidOptionsError(f"cwd {command.cwd!r} is not a directory")
 
 
 def _host_environment() -> dict[bytes, bytes]:

@@ -23,8 +23,8 @@ from typing import Any
 import anyio
 
 from ..._errors import EnvironmentUnavailableError, InvalidOptionsError, RunEnvironmentError
-from ..._languages import Language
-from ..._models import ExecutionOptions, Limits, check_relative_path
+from ..._languages import get_language
+from ..._models import ExecutionOptions, Limits
 from ..._process import Outcome, ProcessGroups, supervise
 from ..._workspace import (
     Budget,
@@ -42,8 +42,8 @@ from ..base import (
     EnvironmentStatus,
     Workspace,
     fetch_from_host,
-    program_env,
 )
+from ..command import Command
 from . import bwrap as bubblewrap
 from . import cgroups as _cgroups
 from . import mounts, seccomp
@@ -51,6 +51,7 @@ from .identities import DEFAULT_RANGE, Identities
 from .instance import InstanceDirectory, mounted_beneath, new_instance, sweep
 from .launch import Sandbox, move_entries
 
+SHELL = get_language("bash")
 MAX_PRESTARTED = 4
 """Sandboxes started ahead at once, one per shape; the oldest makes room for a new one."""
 
@@ -116,6 +117,7 @@ class SandboxRunEnvironment(CommandRunEnvironment):
     """
 
     name = "sandbox"
+    cwd_outside = ("/tmp",)
 
     def __init__(
         self,
@@ -173,13 +175,10 @@ class SandboxRunEnvironment(CommandRunEnvironment):
             self._static = await off_loop(self._probe_static_arguments)
             try:
                 async with self._workspace() as workspace:
-                    outcome = await self._sandboxed(
-                        ["/bin/sh", "-c", "exit 0"],
-                        workspace,
-                        ExecutionOptions(),
-                        timeout=30,
-                        prestart=False,
+                    probe = self._command(
+                        ["/bin/sh", "-c", "exit 0"], workspace, ExecutionOptions(), SHELL
                     )
+                    outcome = await self._sandboxed(probe, workspace, prestart=False)
                 if outcome.exit_code != 0:
                     self._problem = "a test run failed: " + outcome.stderr.decode(errors="replace")
             except RunEnvironmentError as exc:
@@ -271,23 +270,6 @@ class SandboxRunEnvironment(CommandRunEnvironment):
     def _disk(limits: Limits) -> int:
         return limits.disk or DEFAULT_LIMITS.disk or 0
 
-    def _cwd(self, workspace: Workspace, cwd: str | None) -> tuple[str, str | None]:
-        """The working directory inside, and its path relative to the workspace if it is
-        in it."""
-        if cwd is None:
-            return workspace.path, None
-        if os.path.isabs(cwd):
-            inside = os.path.normpath(cwd)
-            if inside == "/tmp" or inside == workspace.path:
-                return inside, None
-            if not inside.startswith(workspace.path + "/"):
-                raise InvalidOptionsError(
-                    f"in the sandbox, cwd must be inside {workspace.path} or be /tmp, not {cwd!r}"
-                )
-            cwd = inside[len(workspace.path) + 1 :]
-        relative = check_relative_path(cwd)
-        return f"{workspace.path}/{relative}", relative
-
     def _prepare(
         self,
         execution: _Execution,
@@ -307,31 +289,13 @@ class SandboxRunEnvironment(CommandRunEnvironment):
             make_dirs(execution.host, relative_cwd, execution.user)
 
     # -- running --------------------------------------------------------------------------
-    async def _run(
-        self,
-        argv: list[str],
-        workspace: Workspace,
-        options: ExecutionOptions,
-        *,
-        timeout: float,
-        language: Language,
-        stdin: bytes | None,
-        stream: bool,
-    ) -> Outcome:
+    async def _run(self, command: Command, workspace: Workspace) -> Outcome:
         problem = await self._check()
         if problem is not None:
             raise EnvironmentUnavailableError(f"the sandbox cannot run here: {problem}")
         env = {"PATH": bubblewrap.PATH, "HOME": workspace.path, "LANG": "C.UTF-8", "TMPDIR": "/tmp"}
-        env.update(program_env(language, options, stream))
-        return await self._sandboxed(
-            argv,
-            workspace,
-            options,
-            timeout=timeout,
-            env=env,
-            stdin=stdin,
-            stream=stream,
-        )
+        env.update(command.env)
+        return await self._sandboxed(dataclasses.replace(command, env=env), workspace)
 
     def _limit_argv(self, limits: Limits) -> list[str]:
         """rlimits, set inside the sandbox by prlimit just before the program starts."""
@@ -368,43 +332,40 @@ class SandboxRunEnvironment(CommandRunEnvironment):
         ]
 
     async def _sandboxed(
-        self,
-        argv: list[str],
-        workspace: Workspace,
-        options: ExecutionOptions,
-        *,
-        timeout: float,
-        env: dict[str, str] | None = None,
-        stdin: bytes | None = None,
-        stream: bool = False,
-        prestart: bool = True,
+        self, command: Command, workspace: Workspace, prestart: bool = True
     ) -> Outcome:
+        """Run ``command`` in a sandbox: one started ahead for its shape, or a new one; the
+        wait for either counts against the command's deadline."""
         assert workspace.host is not None
         execution = self._executions[workspace.host]
-        cwd, relative_cwd = self._cwd(workspace, options.cwd)
         shape = _Shape(
-            argv=tuple(argv),
-            env=tuple((env or {"PATH": bubblewrap.PATH}).items()),
-            cwd=cwd,
-            limits=_enforceable(options.limits.over(self.limits)),
+            argv=command.argv,
+            env=tuple(command.env.items()),
+            cwd=command.cwd,
+            limits=_enforceable(command.limits.over(self.limits)),
         )
         # The first stage may take a sandbox started ahead, and its identity; a later stage
         # (the run after a compile step) runs as the identity the first one had.
         first = execution.user is None
-        sandbox = await self._claim(shape, timeout) if first else None
+        sandbox = await self._claim(shape, command.remaining()) if first else None
         if sandbox is not None:
             execution.user, sandbox.holds_identity = sandbox.user, False
         elif first:
             execution.user = self._acquire()
-        await soon(self._prepare, execution, relative_cwd, shape.limits)
+        await soon(self._prepare, execution, command.directory, shape.limits)
         if sandbox is None:
-            sandbox = await self._launch(
-                shape,
-                user=execution.user,
-                staging=workspace.host,
-                direct=execution.mounted,
-                timeout=timeout,
-            )
+            try:
+                sandbox = await self._launch(
+                    shape,
+                    user=execution.user,
+                    staging=workspace.host,
+                    direct=execution.mounted,
+                    timeout=max(command.remaining(), 0.001),
+                )
+            except EnvironmentUnavailableError:
+                if command.remaining() > 0:
+                    raise
+                return _too_late(command)  # its time went on waiting for a sandbox
         else:
             await soon(move_entries, workspace.host, sandbox.slot)
         assert sandbox.started is not None
@@ -412,11 +373,11 @@ class SandboxRunEnvironment(CommandRunEnvironment):
             sandbox.started.at = time.perf_counter()
             outcome = await supervise(
                 sandbox.started,
-                timeout=timeout,
-                stdin=stdin,
-                max_output_bytes=options.max_output_bytes,
-                on_stdout=options.on_stdout if stream else None,
-                on_stderr=options.on_stderr if stream else None,
+                timeout=command.remaining(),
+                stdin=command.stdin,
+                max_output_bytes=command.max_output_bytes,
+                on_stdout=command.on_stdout,
+                on_stderr=command.on_stderr,
                 kill_grace=self._kill_grace,
                 groups=self._groups,
                 release=sandbox.release,
@@ -683,6 +644,13 @@ class SandboxRunEnvironment(CommandRunEnvironment):
                     if cgroup.remove():
                         break
                     time.sleep(0.01)
+
+
+def _too_late(command: Command) -> Outcome:
+    """The outcome of a command whose deadline passed before its program could start."""
+    return Outcome(exit_code=None, signal=None, timed_out=True, stdout=b"", stderr=b"",
+                   stdout_truncated=False, stderr_truncated=False,
+                   duration=command.timeout)  # fmt: skip
 
 
 def _enforceable(limits: Limits) -> Limits:
