@@ -34,7 +34,7 @@ def held(env: SandboxRunEnvironment | None) -> set[int]:
     """Processes of the sandboxes that ``env`` holds started ahead, by design."""
     roots = set()
     if env is not None:
-        roots = {s.started.pid for s in env._prestarted.values() if s.started is not None}
+        roots = {s.started.pid for s in env._pool.held.values() if s.started is not None}
     found: set[int] = set()
     parents = _parents()
     for pid in parents:
@@ -81,11 +81,11 @@ async def sandbox_leftovers(env: SandboxRunEnvironment, tmp: Path) -> list[str]:
     """What ``env`` left: processes, workspaces and slots, cgroups (but what it holds ahead,
     once what it does in the background is done)."""
     for _ in range(1000):  # set-ups and disposals, possibly on a server's own event loop
-        if all(task.done() for task in list(env._tasks)):
+        if all(task.done() for task in list(env._pool.tasks)):
             break
         await anyio.sleep(0.01)
     left = await eventually_no_processes(env)
-    ahead = env._prestarted.values()
+    ahead = env._pool.held.values()
     slots = {s.slot for s in ahead}
     cgroup_dirs = {str(s.cgroup.directories[0]) for s in ahead if s.cgroup is not None}
     cgroups = []
@@ -112,5 +112,5 @@ def shared_tmp() -> Iterator[Path]:
 async def sandbox(shared_tmp: Path) -> AsyncIterator[SandboxRunEnvironment]:
     async with SandboxRunEnvironment(tmp_dir=str(shared_tmp)) as env:
         yield env
-    assert not env._prestarted
+    assert not env._pool.held
     assert await sandbox_leftovers(env, shared_tmp) == []

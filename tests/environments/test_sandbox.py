@@ -248,9 +248,9 @@ async def test_a_held_sandbox_that_died_is_replaced_and_released(
 ) -> None:
     assert (await sandbox.execute("print(1)")).stdout == "1\n"
     with anyio.fail_after(10):
-        while not sandbox._prestarted:  # the next run's sandbox is being set up
+        while not sandbox._pool.held:  # the next run's sandbox is being set up
             await anyio.sleep(0.01)
-    held = next(iter(sandbox._prestarted.values()))
+    held = next(iter(sandbox._pool.held.values()))
     assert held.started is not None
     os.kill(held.started.pid, signal.SIGKILL)
     with anyio.fail_after(10):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import glob
 import os
+import subprocess
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -76,6 +77,15 @@ def static_arguments(*, network: bool, disable_userns: bool) -> list[str]:
     args += [*_system_mounts(), *_etc(ETC + (NETWORK_ETC if network else ()))]
     args += ["--proc", "/proc", "--dev", "/dev", "--clearenv"]
     return args
+
+
+def probe_static_arguments(bwrap: str | None, network: bool) -> list[str]:
+    """The part of every command line, bubblewrap's own path first; asks bubblewrap what it
+    offers (blocking: for a worker thread)."""
+    assert bwrap is not None
+    help_text = subprocess.run([bwrap, "--help"], capture_output=True, text=True, check=False)
+    disable = "--disable-userns" in help_text.stdout
+    return [bwrap, *static_arguments(network=network, disable_userns=disable)]
 
 
 def run_arguments(

@@ -8,12 +8,17 @@ usable the sandbox falls back to rlimits and ``runenv doctor`` says so.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import signal
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import anyio
+
+from ..._errors import EnvironmentUnavailableError
 from ..._models import Limits
 
 PREFIX = "runenv-"
@@ -257,3 +262,56 @@ def unified_hierarchy() -> Path | None:
     """This process's own cgroup in the v2 hierarchy, whatever controllers it has."""
     unified = _unified()
     return unified[1] if unified is not None else None
+
+
+class Keeper:
+    """The cgroups of one environment's runs: one made per run (or none, without cgroups),
+    retired after it, and the stragglers removed at cleanup."""
+
+    def __init__(self, cgroups: Cgroups | None, instance: str) -> None:
+        self.cgroups = cgroups
+        self.prefix = f"{PREFIX}{instance}-"
+        self._runs = itertools.count()
+        self._stale: list[RunCgroup] = []
+
+    def new(self, limits: Limits) -> RunCgroup | None:
+        """A cgroup for one run, with its limits.
+
+        :raises EnvironmentUnavailableError: if it cannot be made.
+        """
+        if self.cgroups is None:
+            return None
+        try:
+            return self.cgroups.create(f"{self.prefix}{next(self._runs)}", limits)
+        except OSError as exc:
+            raise EnvironmentUnavailableError(f"cannot create the run's cgroup: {exc}") from exc
+
+    async def retire(self, cgroup: RunCgroup, within: float = 1.0) -> None:
+        """Kill what is left in ``cgroup`` and remove it; a killed task may take a moment
+        to leave, so keep trying briefly, and leave the rest to :meth:`close`."""
+        with anyio.CancelScope(shield=True), anyio.move_on_after(within):
+            cgroup.kill()
+            while not cgroup.remove():
+                await anyio.sleep(0.005)
+                cgroup.kill()
+        if any(directory.exists() for directory in cgroup.directories):
+            self._stale.append(cgroup)
+
+    async def close(self) -> None:
+        """Retire every cgroup of this environment still there."""
+        stale, self._stale = self._stale, []
+        if self.cgroups is not None:
+            stale += list(self.cgroups.leftovers(self.prefix))
+        for cgroup in stale:
+            await self.retire(cgroup, within=2.0)
+
+    def close_now(self) -> None:
+        """:meth:`close` with no event loop (at interpreter exit)."""
+        if self.cgroups is None:
+            return
+        for cgroup in self.cgroups.leftovers(self.prefix):
+            cgroup.kill()
+            for _ in range(100):
+                if cgroup.remove():
+                    break
+                time.sleep(0.01)

@@ -2,40 +2,27 @@
 
 from __future__ import annotations
 
-import asyncio
 import atexit
 import contextlib
 import dataclasses
-import itertools
-import math
 import os
-import resource
 import shutil
-import signal
-import subprocess
 import time
 import weakref
-from collections.abc import AsyncIterator, Coroutine, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
-from typing import Any
-
-import anyio
 
 from ..._errors import EnvironmentUnavailableError, InvalidOptionsError, RunEnvironmentError
 from ..._languages import get_language
 from ..._models import ExecutionOptions, Limits
 from ..._process import Outcome, ProcessGroups, supervise
 from ..._workspace import (
-    Budget,
     check_tree,
     default_parent,
-    make_dirs,
     off_loop,
     reachable_by_others,
     remove_tree,
     soon,
-    write_files,
 )
 from ..base import (
     CommandRunEnvironment,
@@ -50,10 +37,11 @@ from . import mounts, seccomp
 from .identities import DEFAULT_RANGE, Identities
 from .instance import InstanceDirectory, mounted_beneath, new_instance, sweep
 from .launch import Sandbox, move_entries
+from .outcomes import DEFAULT_LIMITS, disk, enforceable, limit_argv, too_late, translate
+from .pool import Pool, Shape
+from .workspaces import Executions
 
 SHELL = get_language("bash")
-MAX_PRESTARTED = 4
-"""Sandboxes started ahead at once, one per shape; the oldest makes room for a new one."""
 
 _OPEN: weakref.WeakSet[SandboxRunEnvironment] = weakref.WeakSet()
 
@@ -62,32 +50,6 @@ _OPEN: weakref.WeakSet[SandboxRunEnvironment] = weakref.WeakSet()
 def _close_all() -> None:
     for env in list(_OPEN):
         env.close_now()
-
-
-@dataclass(frozen=True)
-class _Shape:
-    """What must match for a sandbox started ahead to serve a run."""
-
-    argv: tuple[str, ...]
-    env: tuple[tuple[str, str], ...]
-    cwd: str
-    limits: Limits
-
-
-@dataclass
-class _Execution:
-    """One execution's workspace on the host, and the identity its stages run as."""
-
-    host: str
-    pending: dict[str, bytes] = dataclasses.field(default_factory=dict)
-    user: tuple[int, int] | None = None
-    mounted: bool = False
-
-
-DEFAULT_LIMITS = Limits(
-    memory=512 << 20, processes=256, disk=256 << 20, open_files=1024, cpu_time=None
-)
-"""Limits of every run unless the environment or the execution says otherwise."""
 
 
 class SandboxRunEnvironment(CommandRunEnvironment):
@@ -149,16 +111,13 @@ class SandboxRunEnvironment(CommandRunEnvironment):
         # workspace is bound into its sandbox directly, so nothing is started ahead.
         self._mount_workspaces = self._cgroups is None
         self.prestart = prestart and not self._mount_workspaces
-        self._executions: dict[str, _Execution] = {}
         self._instance = new_instance()
         self._home = InstanceDirectory(self._tmp_dir, self._instance)
-        self._runs = itertools.count()
+        self._executions = Executions(self._home, self._identities, mount=self._mount_workspaces)
+        self._keeper = _cgroups.Keeper(self._cgroups, self._instance)
         self._groups = ProcessGroups()
-        self._stale: list[_cgroups.RunCgroup] = []
         self._slots: set[str] = set()
-        self._prestarted: dict[_Shape, Sandbox] = {}
-        self._warming: dict[_Shape, asyncio.Task[Any]] = {}
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._pool = Pool(self._start_ahead, lambda sandbox: self._dispose(sandbox, back_to=None))
         _OPEN.add(self)
         self._static: list[str] | None = None
         self._problem: str | None = None
@@ -172,7 +131,9 @@ class SandboxRunEnvironment(CommandRunEnvironment):
         self._problem = await off_loop(self._static_problem)
         if self._problem is None:
             await off_loop(sweep, self._tmp_dir, self._cgroups)  # what dead owners left
-            self._static = await off_loop(self._probe_static_arguments)
+            self._static = await off_loop(
+                bubblewrap.probe_static_arguments, self._bwrap, self.network
+            )
             try:
                 async with self._workspace() as workspace:
                     probe = self._command(
@@ -238,21 +199,11 @@ class SandboxRunEnvironment(CommandRunEnvironment):
     # -- workspace ------------------------------------------------------------------------
     @contextlib.asynccontextmanager
     async def _workspace(self) -> AsyncIterator[Workspace]:
-        host = self._home.mkdtemp("ws-")
-        execution = self._executions[host] = _Execution(host)
+        execution = self._executions.open()
         try:
-            yield Workspace(bubblewrap.WORKDIR, host=host)
+            yield Workspace(bubblewrap.WORKDIR, host=execution.host)
         finally:
-            await self._forget(execution)
-
-    async def _forget(self, execution: _Execution) -> None:
-        """Remove an execution's workspace, then give its identity back."""
-        if execution.mounted:
-            mounts.unmount(execution.host)
-        await soon(remove_tree, execution.host)
-        self._executions.pop(execution.host, None)
-        if execution.user is not None and self._identities is not None:
-            self._identities.release(execution.user)
+            await self._executions.close(execution)
 
     async def _fetch(self, workspace: Workspace, paths: Sequence[str]) -> dict[str, bytes]:
         return await fetch_from_host(workspace, paths)
@@ -262,31 +213,6 @@ class SandboxRunEnvironment(CommandRunEnvironment):
         assert workspace.host is not None
         check_tree(files)
         self._executions[workspace.host].pending.update(files)
-
-    def _acquire(self) -> tuple[int, int] | None:
-        return self._identities.acquire() if self._identities is not None else None
-
-    @staticmethod
-    def _disk(limits: Limits) -> int:
-        return limits.disk or DEFAULT_LIMITS.disk or 0
-
-    def _prepare(
-        self,
-        execution: _Execution,
-        relative_cwd: str | None,
-        limits: Limits,
-        budget: Budget | None = None,
-    ) -> None:
-        """Write the pending files and make the working directory, as the execution's
-        identity, through directory descriptors (a stage before may have planted links).
-        Without cgroups, the workspace first becomes a file system of ``limits.disk``."""
-        if self._mount_workspaces and not execution.mounted:
-            mounts.mount_tmpfs(execution.host, self._disk(limits), execution.user)
-            execution.mounted = True
-        write_files(execution.host, execution.pending, execution.user, budget)
-        execution.pending = {}
-        if relative_cwd is not None:
-            make_dirs(execution.host, relative_cwd, execution.user)
 
     # -- running --------------------------------------------------------------------------
     async def _run(self, command: Command, workspace: Workspace) -> Outcome:
@@ -298,38 +224,11 @@ class SandboxRunEnvironment(CommandRunEnvironment):
         return await self._sandboxed(dataclasses.replace(command, env=env), workspace)
 
     def _limit_argv(self, limits: Limits) -> list[str]:
-        """rlimits, set inside the sandbox by prlimit just before the program starts."""
-        if self._prlimit is None:
-            return []
-        args = [self._prlimit]
-        if limits.open_files is not None:
-            args.append(f"--nofile={limits.open_files}")
-        if limits.disk is not None:
-            args.append(f"--fsize={limits.disk}")
-        if limits.cpu_time is not None:
-            seconds = math.ceil(limits.cpu_time)  # SIGXCPU at the limit, SIGKILL a second on
-            args.append(f"--cpu={seconds}:{seconds + 1}")
-        if self._cgroups is None and limits.memory is not None:
-            args.append(f"--data={limits.memory}")
-        if self._cgroups is None and limits.processes is not None:
-            args.append(f"--nproc={limits.processes}")
-        return [*args, "--"] if len(args) > 1 else []
+        return limit_argv(self._prlimit, limits, cgroups_in_use=self._cgroups is not None)
 
     def _static_arguments(self) -> list[str]:
         assert self._static is not None, "the readiness check comes first"
         return self._static
-
-    def _probe_static_arguments(self) -> list[str]:
-        """The part of every command line; asks bubblewrap what it offers (blocking)."""
-        assert self._bwrap is not None
-        help_text = subprocess.run(
-            [self._bwrap, "--help"], capture_output=True, text=True, check=False
-        ).stdout
-        disable = "--disable-userns" in help_text
-        return [
-            self._bwrap,
-            *bubblewrap.static_arguments(network=self.network, disable_userns=disable),
-        ]
 
     async def _sandboxed(
         self, command: Command, workspace: Workspace, prestart: bool = True
@@ -338,21 +237,21 @@ class SandboxRunEnvironment(CommandRunEnvironment):
         wait for either counts against the command's deadline."""
         assert workspace.host is not None
         execution = self._executions[workspace.host]
-        shape = _Shape(
+        shape = Shape(
             argv=command.argv,
             env=tuple(command.env.items()),
             cwd=command.cwd,
-            limits=_enforceable(command.limits.over(self.limits)),
+            limits=enforceable(command.limits.over(self.limits)),
         )
         # The first stage may take a sandbox started ahead, and its identity; a later stage
         # (the run after a compile step) runs as the identity the first one had.
         first = execution.user is None
-        sandbox = await self._claim(shape, command.remaining()) if first else None
+        sandbox = await self._pool.claim(shape, command.remaining()) if first else None
         if sandbox is not None:
             execution.user, sandbox.holds_identity = sandbox.user, False
         elif first:
-            execution.user = self._acquire()
-        await soon(self._prepare, execution, command.directory, shape.limits)
+            execution.user = self._executions.acquire()
+        await soon(self._executions.prepare, execution, command.directory, shape.limits)
         if sandbox is None:
             try:
                 sandbox = await self._launch(
@@ -365,7 +264,7 @@ class SandboxRunEnvironment(CommandRunEnvironment):
             except EnvironmentUnavailableError:
                 if command.remaining() > 0:
                     raise
-                return _too_late(command)  # its time went on waiting for a sandbox
+                return too_late(command)  # its time went on waiting for a sandbox
         else:
             await soon(move_entries, workspace.host, sandbox.slot)
         assert sandbox.started is not None
@@ -385,15 +284,15 @@ class SandboxRunEnvironment(CommandRunEnvironment):
         finally:
             usage = await self._dispose(sandbox, back_to=workspace.host)
         if prestart and self.prestart:
-            self._prestart(shape)  # after the run, so that it does not compete with it
+            self._pool.prestart(shape)  # after the run, so that it does not compete with it
         if not sandbox.made:
             message = outcome.stderr.decode(errors="replace").strip()
             raise EnvironmentUnavailableError(f"the sandbox did not start: {message}")
-        return _translate(outcome, usage)
+        return translate(outcome, usage)
 
     async def _launch(
         self,
-        shape: _Shape,
+        shape: Shape,
         *,
         user: tuple[int, int] | None,
         staging: str | None,
@@ -418,13 +317,13 @@ class SandboxRunEnvironment(CommandRunEnvironment):
         try:
             if back_to is not None:
                 await soon(move_entries, back_to, slot)
-            sandbox.cgroup = self._new_cgroup(shape.limits)
+            sandbox.cgroup = self._keeper.new(shape.limits)
             await sandbox.start(
                 [*self._limit_argv(shape.limits), *shape.argv],
                 static=self._static_arguments(),
                 seccomp_filter=seccomp.compile_filter(self.network),
-                tmp_size=self._disk(shape.limits),
-                shm_size=self._disk(shape.limits),
+                tmp_size=disk(shape.limits),
+                shm_size=disk(shape.limits),
                 cwd=shape.cwd,
                 env=dict(shape.env),
                 timeout=timeout,
@@ -445,7 +344,7 @@ class SandboxRunEnvironment(CommandRunEnvironment):
             await soon(remove_tree, sandbox.slot)
             self._slots.discard(sandbox.slot)
         if sandbox.cgroup is not None:
-            await self._retire(sandbox.cgroup)
+            await self._keeper.retire(sandbox.cgroup)
         if sandbox.holds_identity and sandbox.user is not None and self._identities is not None:
             self._identities.release(sandbox.user)
             sandbox.holds_identity = False
@@ -473,14 +372,14 @@ class SandboxRunEnvironment(CommandRunEnvironment):
         if problem is not None:
             raise EnvironmentUnavailableError(f"the sandbox cannot run here: {problem}")
         limits = (limits or Limits()).over(self.limits)
-        sandbox = Sandbox(home, self._new_cgroup(limits), user)
+        sandbox = Sandbox(home, self._keeper.new(limits), user)
         try:
             await sandbox.start(
                 [*self._limit_argv(limits), *argv],
                 static=self._static_arguments(),
                 seccomp_filter=seccomp.compile_filter(self.network),
                 tmp_size=None,
-                shm_size=self._disk(limits),
+                shm_size=disk(limits),
                 cwd=cwd,
                 env=env,
                 timeout=timeout,
@@ -497,7 +396,7 @@ class SandboxRunEnvironment(CommandRunEnvironment):
         """Stop the process if it still runs, and remove its cgroup."""
         await self._stop(sandbox)
         if sandbox.cgroup is not None:
-            await self._retire(sandbox.cgroup)
+            await self._keeper.retire(sandbox.cgroup)
 
     @staticmethod
     async def _stop(sandbox: Sandbox) -> None:
@@ -512,7 +411,7 @@ class SandboxRunEnvironment(CommandRunEnvironment):
 
         :raises EnvironmentUnavailableError: if every identity is in use.
         """
-        return self._acquire()
+        return self._executions.acquire()
 
     def release_identity(self, identity: tuple[int, int] | None) -> None:
         """Give back an identity once none of its processes and files are left."""
@@ -525,94 +424,21 @@ class SandboxRunEnvironment(CommandRunEnvironment):
         it (before :meth:`cleanup`)."""
         return self._home.mkdtemp(prefix)
 
-    # -- started ahead --------------------------------------------------------------------
-    async def _claim(self, shape: _Shape, timeout: float) -> Sandbox | None:
-        warming = self._warming.get(shape)
-        if warming is not None:  # nearly ready: better than starting another from scratch
-            await asyncio.wait({warming}, timeout=timeout)
-        sandbox = self._prestarted.pop(shape, None)
-        if sandbox is not None and sandbox.started is not None and sandbox.started.alive():
-            return sandbox
-        if sandbox is not None:
-            self._spawn_task(self._dispose(sandbox, back_to=None))
-        return None
-
-    def _prestart(self, shape: _Shape) -> None:
-        """Start a sandbox for the next run of this shape, in the background."""
-        if shape.cwd not in (bubblewrap.WORKDIR, "/tmp"):
-            return  # any other working directory must exist before set-up
-        if shape in self._prestarted or shape in self._warming:
-            return
-        while self._prestarted and len(self._prestarted) + len(self._warming) >= MAX_PRESTARTED:
-            oldest = next(iter(self._prestarted))
-            self._spawn_task(self._dispose(self._prestarted.pop(oldest), back_to=None))
-        if len(self._warming) >= MAX_PRESTARTED:
-            return
-        task = self._spawn_task(self._warm(shape))
-        self._warming[shape] = task
-        task.add_done_callback(lambda _: self._warming.pop(shape, None))
-
-    async def _warm(self, shape: _Shape) -> None:
+    async def _start_ahead(self, shape: Shape) -> Sandbox | None:
+        """A sandbox for the next run of ``shape``, holding an identity of its own."""
         try:
-            user = self._acquire()
-        except EnvironmentUnavailableError:
-            return  # every identity is in use: runs start their own sandboxes
-        try:
-            sandbox = await self._launch(shape, user=user, staging=None, timeout=30, held=True)
+            user = self._executions.acquire()
+            return await self._launch(shape, user=user, staging=None, timeout=30, held=True)
         except Exception:
-            return  # the next run starts its own sandbox, and reports what goes wrong
-        if shape in self._prestarted:
-            await self._dispose(sandbox, back_to=None)
-        else:
-            self._prestarted[shape] = sandbox
-
-    def _spawn_task(self, work: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
-        task = asyncio.get_running_loop().create_task(work)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task
-
-    def _new_cgroup(self, limits: Limits) -> _cgroups.RunCgroup | None:
-        if self._cgroups is None:
-            return None
-        name = f"{_cgroups.PREFIX}{self._instance}-{next(self._runs)}"
-        try:
-            return self._cgroups.create(name, limits)
-        except OSError as exc:
-            raise EnvironmentUnavailableError(f"cannot create the run's cgroup: {exc}") from exc
-
-    async def _retire(self, cgroup: _cgroups.RunCgroup, within: float = 1.0) -> None:
-        """Kill what is left in ``cgroup`` and remove it; a killed task may take a moment
-        to leave, so keep trying briefly, and leave the rest to :meth:`cleanup`."""
-        with anyio.CancelScope(shield=True), anyio.move_on_after(within):
-            cgroup.kill()
-            while not cgroup.remove():
-                await anyio.sleep(0.005)
-                cgroup.kill()
-        if any(directory.exists() for directory in cgroup.directories):
-            self._stale.append(cgroup)
+            return None  # the next run starts its own sandbox, and reports what goes wrong
 
     async def cleanup(self) -> None:
         """Kill every sandbox still running or started ahead, and remove every workspace,
         slot and cgroup left."""
-        loop = asyncio.get_running_loop()
-        for task in list(self._warming.values()):
-            if task.get_loop() is loop:
-                task.cancel()  # set-ups may stop half-way (they clean up after themselves)
-        tasks = [task for task in self._tasks if task.get_loop() is loop]
-        await asyncio.gather(*tasks, return_exceptions=True)  # disposals must finish
-        while self._prestarted:
-            _, sandbox = self._prestarted.popitem()
-            await self._dispose(sandbox, back_to=None)
+        await self._pool.close()
         self._groups.kill_all()
-        stale = list(self._stale)
-        if self._cgroups is not None:
-            stale += list(self._cgroups.leftovers(f"{_cgroups.PREFIX}{self._instance}-"))
-        self._stale = []
-        for cgroup in stale:
-            await self._retire(cgroup, within=2.0)
-        for execution in list(self._executions.values()):
-            await self._forget(execution)
+        await self._keeper.close()
+        await self._executions.close_all()
         for path in list(self._slots):
             await off_loop(remove_tree, path)
         self._slots.clear()
@@ -620,64 +446,11 @@ class SandboxRunEnvironment(CommandRunEnvironment):
 
     def close_now(self) -> None:
         """:meth:`cleanup` for when no event loop runs (at interpreter exit)."""
-        for sandbox in list(self._prestarted.values()):
-            if sandbox.started is not None:
-                sandbox.signal(sandbox.started.pid, signal.SIGKILL)
-                with contextlib.suppress(ChildProcessError):
-                    sandbox.started.child.reap()
-                sandbox.started.child.close()
-            sandbox.close_descriptors()
-        self._prestarted.clear()
+        self._pool.close_now()
         self._groups.kill_all()
-        for execution in list(self._executions.values()):
-            if execution.mounted:
-                with contextlib.suppress(OSError):
-                    mounts.unmount(execution.host)
         with contextlib.suppress(OSError):
+            self._executions.unmount_now()
             for point in mounted_beneath(self._home.path):
                 mounts.unmount(point)
             self._home.close()
-        if self._cgroups is not None:
-            for cgroup in self._cgroups.leftovers(f"{_cgroups.PREFIX}{self._instance}-"):
-                cgroup.kill()
-                for _ in range(100):
-                    if cgroup.remove():
-                        break
-                    time.sleep(0.01)
-
-
-def _too_late(command: Command) -> Outcome:
-    """The outcome of a command whose deadline passed before its program could start."""
-    return Outcome(exit_code=None, signal=None, timed_out=True, stdout=b"", stderr=b"",
-                   stdout_truncated=False, stderr_truncated=False,
-                   duration=command.timeout)  # fmt: skip
-
-
-def _enforceable(limits: Limits) -> Limits:
-    """``limits``, if this process can set them (an rlimit is never raised above its hard
-    limit).
-
-    :raises InvalidOptionsError: naming the limit and the most it may be here.
-    """
-    for name, which in (("open_files", resource.RLIMIT_NOFILE), ("disk", resource.RLIMIT_FSIZE)):
-        value = getattr(limits, name)
-        hard = resource.getrlimit(which)[1]
-        if value is not None and hard != resource.RLIM_INFINITY and value > hard:
-            raise InvalidOptionsError(f"limits.{name} may be at most {hard} here, not {value}")
-    return limits
-
-
-def _translate(outcome: Outcome, usage: _cgroups.Usage | None) -> Outcome:
-    """bubblewrap reports a program killed by signal N as exit status 128+N."""
-    changes: dict[str, Any] = {}
-    code = outcome.exit_code
-    if outcome.signal is None and code is not None and 128 < code < 128 + signal.NSIG:
-        with contextlib.suppress(ValueError):
-            changes.update(signal=signal.Signals(code - 128).name, exit_code=None)
-    if usage is not None:
-        changes.update(oom_killed=usage.oom_killed)
-        if usage.cpu_time is not None:
-            changes["cpu_time"] = usage.cpu_time
-        if usage.memory_peak is not None:
-            changes["memory_peak"] = usage.memory_peak
-    return dataclasses.replace(outcome, **changes) if changes else outcome
+        self._keeper.close_now()

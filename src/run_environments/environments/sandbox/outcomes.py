@@ -1,0 +1,85 @@
+"""Limits as the sandbox sets them (rlimits through ``prlimit``), and what a run's outcome
+means once bubblewrap and the cgroup have had their say."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import resource
+import signal
+from typing import Any
+
+from ..._errors import InvalidOptionsError
+from ..._models import Limits
+from ..._process import Outcome
+from ..command import Command
+from . import cgroups
+
+DEFAULT_LIMITS = Limits(
+    memory=512 << 20, processes=256, disk=256 << 20, open_files=1024, cpu_time=None
+)
+"""Limits of every run unless the environment or the execution says otherwise."""
+
+
+def disk(limits: Limits) -> int:
+    """Bytes of each writable place."""
+    return limits.disk or DEFAULT_LIMITS.disk or 0
+
+
+def limit_argv(prlimit: str | None, limits: Limits, cgroups_in_use: bool) -> list[str]:
+    """``prlimit`` arguments that set the rlimits inside the sandbox just before the program
+    starts (memory and processes too, where no cgroup bounds them)."""
+    if prlimit is None:
+        return []
+    args = [prlimit]
+    if limits.open_files is not None:
+        args.append(f"--nofile={limits.open_files}")
+    if limits.disk is not None:
+        args.append(f"--fsize={limits.disk}")
+    if limits.cpu_time is not None:
+        seconds = math.ceil(limits.cpu_time)  # SIGXCPU at the limit, SIGKILL a second on
+        args.append(f"--cpu={seconds}:{seconds + 1}")
+    if not cgroups_in_use and limits.memory is not None:
+        args.append(f"--data={limits.memory}")
+    if not cgroups_in_use and limits.processes is not None:
+        args.append(f"--nproc={limits.processes}")
+    return [*args, "--"] if len(args) > 1 else []
+
+
+def enforceable(limits: Limits) -> Limits:
+    """``limits``, if this process can set them (an rlimit is never raised above its hard
+    limit).
+
+    :raises InvalidOptionsError: naming the limit and the most it may be here.
+    """
+    for name, which in (("open_files", resource.RLIMIT_NOFILE), ("disk", resource.RLIMIT_FSIZE)):
+        value = getattr(limits, name)
+        hard = resource.getrlimit(which)[1]
+        if value is not None and hard != resource.RLIM_INFINITY and value > hard:
+            raise InvalidOptionsError(f"limits.{name} may be at most {hard} here, not {value}")
+    return limits
+
+
+def too_late(command: Command) -> Outcome:
+    """The outcome of a command whose deadline passed before its program could start."""
+    return Outcome(exit_code=None, signal=None, timed_out=True, stdout=b"", stderr=b"",
+                   stdout_truncated=False, stderr_truncated=False,
+                   duration=command.timeout)  # fmt: skip
+
+
+def translate(outcome: Outcome, usage: cgroups.Usage | None) -> Outcome:
+    """bubblewrap reports a program killed by signal N as exit status 128+N; the cgroup
+    measured CPU time, peak memory and whether it ran out of memory."""
+    changes: dict[str, Any] = {}
+    code = outcome.exit_code
+    if outcome.signal is None and code is not None and 128 < code < 128 + signal.NSIG:
+        with contextlib.suppress(ValueError):
+            changes.update(signal=signal.Signals(code - 128).name, exit_code=None)
+    if usage is not None:
+        changes.update(oom_killed=usage.oom_killed)
+        if usage.cpu_time is not None:
+            changes["cpu_time"] = usage.cpu_time
+        if usage.memory_peak is not None:
+            changes["memory_peak"] = usage.memory_peak
+    return dataclasses.replace(outcome, **changes) if changes else outcome
