@@ -128,7 +128,7 @@ class ProcessService:
             raise _error(exc) from None
         async with stack:
             if not request.stdin:
-                process.close_stdin()
+                process.handle.close_stdin()
             async for event in follower.events():
                 yield pb.StartResponse(event=_event(event, process.pid))
 
@@ -164,7 +164,7 @@ class ProcessService:
             process = session.process(_pid(request.process))
             match request.input.input if request.input is not None else None:
                 case Oneof(field="stdin", value=data):
-                    await process.write(data)
+                    await process.handle.write(data)
                 case _:
                     raise ConnectError(Code.UNIMPLEMENTED, "only stdin input is supported")
         except (PathError, OSError, ValueError, anyio.ClosedResourceError) as exc:
@@ -174,7 +174,7 @@ class ProcessService:
     async def close_stdin(self, request: pb.CloseStdinRequest, ctx: Any) -> pb.CloseStdinResponse:
         session = await self._session(ctx)
         try:
-            session.process(_pid(request.process)).close_stdin()
+            session.process(_pid(request.process)).handle.close_stdin()
         except PathError as exc:
             raise _error(exc) from exc
         return pb.CloseStdinResponse()
@@ -182,7 +182,7 @@ class ProcessService:
     async def send_signal(self, request: pb.SendSignalRequest, ctx: Any) -> pb.SendSignalResponse:
         session = await self._session(ctx)
         try:
-            session.process(_pid(request.process)).signal(_signal(request.signal))
+            session.process(_pid(request.process)).handle.signal(_signal(request.signal))
         except PathError as exc:
             raise _error(exc) from exc
         return pb.SendSignalResponse()

@@ -28,8 +28,9 @@ from typing import Any
 import anyio
 
 from .._errors import EnvironmentUnavailableError, InvalidOptionsError
+from .._handles import ProcessHandle
 from .._models import _check_str_map
-from .._signals import GO_NAMES
+from .._signals import GO_NAMES, signal_of
 from .._workspace import (
     describe,
     off_loop,
@@ -41,7 +42,6 @@ from .._workspace import (
 )
 from ..environments.sandbox import SandboxRunEnvironment, mounts
 from ..environments.sandbox import bwrap as bubblewrap
-from ..environments.sandbox.launch import Sandbox
 from .admission import Admission
 
 HOME = "/home/user"
@@ -109,10 +109,8 @@ class Process:
     envs: dict[str, str]
     cwd: str
     tag: str | None
-    sandbox: Sandbox
+    handle: ProcessHandle
     followers: set[Follower] = field(default_factory=set)
-    writing: anyio.Lock = field(default_factory=anyio.Lock)
-    done: bool = False
 
     async def publish(self, event: Event) -> None:
         for follower in list(self.followers):
@@ -129,32 +127,9 @@ class Process:
             self.followers.discard(follower)
             follower.close()
 
-    async def write(self, data: bytes) -> None:
-        """Feed stdin without blocking the server: the program drains its output meanwhile."""
-        async with self.writing:
-            fd = self._stdin().fileno()
-            os.set_blocking(fd, False)
-            view = memoryview(data)
-            while view:
-                await anyio.wait_writable(fd)
-                try:
-                    view = view[os.write(fd, view[: 1 << 16]) :]
-                except BlockingIOError:
-                    continue
-
-    def close_stdin(self) -> None:
-        with contextlib.suppress(OSError):
-            self._stdin().close()
-
-    def _stdin(self) -> Any:
-        started = self.sandbox.started
-        if started is None or started.child.proc.stdin is None or started.child.proc.stdin.closed:
-            raise PathError(f"process {self.pid} has no open standard input")
-        return started.child.proc.stdin
-
-    def signal(self, sig: int) -> None:
-        if self.sandbox.started is not None and not self.done:
-            self.sandbox.signal(self.sandbox.started.pid, sig)
+    @property
+    def done(self) -> bool:
+        return self.handle.done
 
 
 @dataclass(frozen=True)
@@ -218,7 +193,7 @@ class Session:
         slot = self.admission.slot()
         await slot.__aenter__()
         try:
-            sandbox = await self.env.open_process(
+            handle = await self.env.open_process(
                 argv,
                 home=self.bases[HOME],
                 workdir=HOME,
@@ -230,7 +205,7 @@ class Session:
         except BaseException:
             await slot.__aexit__(None, None, None)
             raise
-        process = Process(next(self._pids), argv, dict(envs), cwd, tag, sandbox)
+        process = Process(next(self._pids), argv, dict(envs), cwd, tag, handle)
         self.processes[process.pid] = process
         stack = AsyncExitStack()
         follower = stack.enter_context(process.follow())
@@ -241,45 +216,20 @@ class Session:
         return process, follower, stack
 
     async def _pump(self, process: Process, slot: Any) -> None:
-        started = process.sandbox.started
-        assert started is not None
-        child = started.child
+        async def output(name: str, data: bytes) -> None:
+            await process.publish(Event(name, data))
+
         code = -signal.SIGKILL
         try:
-            with anyio.move_on_after(self.limits.process_seconds) as limit:
-                async with anyio.create_task_group() as tg:
-                    for name in ("stdout", "stderr"):
-                        pipe = getattr(child.proc, name)
-                        tg.start_soon(self._drain, process, name, pipe.fileno())
-                    await child.exited()
-            if limit.cancelled_caught:  # its time is up: killed, as on a timeout
-                process.signal(signal.SIGKILL)
+            code = await process.handle.run(output, self.limits.process_seconds)
         finally:
             with anyio.CancelScope(shield=True):
-                if child.proc.returncode is None and not child.running():
-                    code, _ = child.reap()
-                await started.abandon()  # kills what is left (the time limit), reaps, closes
-                code = child.proc.returncode if child.proc.returncode is not None else code
-                await self.env.close_process(process.sandbox)
-                process.done = True
+                await process.handle.close()
                 self.processes.pop(process.pid, None)
                 await slot.__aexit__(None, None, None)
                 exit_code, status = _describe(code)
                 error = status if status.startswith("signal: ") else None
                 await process.publish(Event("end", exit_code=exit_code, status=status, error=error))
-
-    @staticmethod
-    async def _drain(process: Process, name: str, fd: int) -> None:
-        os.set_blocking(fd, False)
-        while True:
-            await anyio.wait_readable(fd)
-            try:
-                chunk = os.read(fd, READ_CHUNK)
-            except BlockingIOError:
-                continue
-            if not chunk:
-                return
-            await process.publish(Event(name, chunk))
 
     def process(self, pid: int) -> Process:
         if pid not in self.processes or self.processes[pid].done:
@@ -292,7 +242,7 @@ class Session:
     async def close(self) -> None:
         """Kill every process and remove the session's files."""
         for process in self.running():
-            process.signal(signal.SIGKILL)
+            process.handle.signal(signal.SIGKILL)
         tasks = list(self._tasks)
         if tasks:
             await asyncio.wait(tasks, timeout=10)
@@ -509,8 +459,7 @@ class Sessions:
 
 def _describe(code: int) -> tuple[int, str]:
     """envd's exit code and status text for a wait status (bubblewrap's 128+N is signal N)."""
-    sig = -code if code < 0 else (code - 128 if 128 < code < 128 + signal.NSIG else 0)
-    if sig:
-        with contextlib.suppress(ValueError):
-            return -1, f"signal: {GO_NAMES.get(signal.Signals(sig), f'signal {sig}')}"
+    sig = signal_of(code)
+    if sig is not None:
+        return -1, f"signal: {GO_NAMES.get(sig, f'signal {sig.value}')}"
     return code, f"exit status {code}"

@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 from ..._errors import EnvironmentUnavailableError, InvalidOptionsError, RunEnvironmentError
+from ..._handles import ProcessHandle
 from ..._languages import get_language
 from ..._models import ExecutionOptions, Limits
 from ..._process import Outcome, ProcessGroups, supervise
@@ -363,11 +364,10 @@ class SandboxRunEnvironment(CommandRunEnvironment):
         user: tuple[int, int] | None,
         limits: Limits | None = None,
         timeout: float = 30,
-    ) -> Sandbox:
+    ) -> ProcessHandle:
         """Start ``argv`` as ``user`` (from :meth:`acquire_identity`) in a sandbox whose
         ``workdir`` is the host directory ``home`` (kept between processes), with ``binds``
-        as further writable directories, and let it run. The caller supervises it and ends
-        with :meth:`close_process`."""
+        as further writable directories, and let it run; the handle drives it to its end."""
         problem = await self._check()
         if problem is not None:
             raise EnvironmentUnavailableError(f"the sandbox cannot run here: {problem}")
@@ -387,12 +387,13 @@ class SandboxRunEnvironment(CommandRunEnvironment):
                 binds=binds,
             )
         except BaseException:
-            await self.close_process(sandbox)
+            await self._close_process(sandbox)
             raise
         sandbox.release()
-        return sandbox
+        assert sandbox.started is not None
+        return ProcessHandle(sandbox.started, lambda: self._close_process(sandbox))
 
-    async def close_process(self, sandbox: Sandbox) -> None:
+    async def _close_process(self, sandbox: Sandbox) -> None:
         """Stop the process if it still runs, and remove its cgroup."""
         await self._stop(sandbox)
         if sandbox.cgroup is not None:

@@ -3,16 +3,15 @@ means once bubblewrap and the cgroup have had their say."""
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
 import resource
-import signal
 from typing import Any
 
 from ..._errors import InvalidOptionsError
 from ..._models import Limits
 from ..._process import Outcome
+from ..._signals import signal_of
 from ..command import Command
 from . import cgroups
 
@@ -72,10 +71,9 @@ def translate(outcome: Outcome, usage: cgroups.Usage | None) -> Outcome:
     """bubblewrap reports a program killed by signal N as exit status 128+N; the cgroup
     measured CPU time, peak memory and whether it ran out of memory."""
     changes: dict[str, Any] = {}
-    code = outcome.exit_code
-    if outcome.signal is None and code is not None and 128 < code < 128 + signal.NSIG:
-        with contextlib.suppress(ValueError):
-            changes.update(signal=signal.Signals(code - 128).name, exit_code=None)
+    killed = signal_of(outcome.exit_code) if outcome.exit_code is not None else None
+    if outcome.signal is None and killed is not None:
+        changes.update(signal=killed.name, exit_code=None)
     if usage is not None:
         changes.update(oom_killed=usage.oom_killed)
         if usage.cpu_time is not None:
