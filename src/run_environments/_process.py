@@ -11,7 +11,6 @@ pipes still held by escaped descendants are abandoned after a short wait.
 from __future__ import annotations
 
 import asyncio
-import codecs
 import collections
 import contextlib
 import os
@@ -20,13 +19,14 @@ import signal
 import subprocess
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import IO, Any
 
 import anyio
 
 from ._errors import SpawnError
-from ._models import OutputCallback, deliver
+from ._models import OutputCallback
+from ._output import OutputBuffer
 
 READ_CHUNK = 1 << 16
 PIPE_GRACE = 0.2
@@ -108,33 +108,11 @@ def kill_marked(variable: str, value: str) -> int:
 
 
 @dataclass(kw_only=True)
-class _Stream:
+class _Stream(OutputBuffer):
+    """An output buffer fed by one of the child's pipes."""
+
     file: IO[bytes]
-    limit: int
-    callback: OutputCallback | None
-    data: bytearray = field(default_factory=bytearray)
-    truncated: bool = False
     closed: bool = False
-    decoder: codecs.IncrementalDecoder = field(
-        default_factory=lambda: codecs.getincrementaldecoder("utf-8")("replace")
-    )
-
-    def keep(self, chunk: bytes, child: _Child) -> bytes:
-        """Keep what fits of ``chunk`` (stopping the program when it does not) and return it."""
-        room = self.limit - len(self.data)
-        if len(chunk) > room:
-            chunk = chunk[:room]
-            self.truncated = True
-            child.kill()
-        self.data += chunk
-        return chunk
-
-    async def emit(self, chunk: bytes, final: bool = False) -> None:
-        if self.callback is None:
-            return
-        text = self.decoder.decode(chunk, final)
-        if text:
-            await deliver(self.callback, text)
 
 
 class _Child:
@@ -470,7 +448,9 @@ class _Supervision:
         except OSError:
             chunk = b""
         if chunk:
-            chunk = stream.keep(chunk, self.child)
+            chunk = stream.keep(chunk)
+            if stream.truncated:
+                self.child.kill()  # past the output bound: the program stops
             if not chunk:
                 return
         else:

@@ -6,9 +6,8 @@ import contextlib
 import os
 import shlex
 import signal
-import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
 import anyio
@@ -24,8 +23,8 @@ from .._errors import (
     UnreachableError,
 )
 from .._languages import LANGUAGES
-from .._models import deliver
 from .._process import Outcome
+from .._remote import RemoteCalls, Sink, supervise_remote
 from .._signals import BY_GO_NAME
 from .base import CommandRunEnvironment, EnvironmentStatus, Workspace
 from .command import Command
@@ -220,11 +219,12 @@ class E2BRunEnvironment(CommandRunEnvironment):
         return found
 
     async def _run(self, command: Command, workspace: Workspace) -> Outcome:
-        run = _Run(command)
         async with self._calls() as sandbox:
             if command.directory is not None:
                 await sandbox.files.make_dir(command.cwd)
-            return await run.execute(sandbox)
+            return await supervise_remote(
+                _remote_calls(sandbox, command), command, kill_wait=KILL_WAIT
+            )
 
 
 class _CallbackError(Exception):
@@ -235,112 +235,57 @@ class _CallbackError(Exception):
         super().__init__(str(error))
 
 
-class _Run:
-    """One command in the sandbox, with its output bounded and its time limited."""
+def _remote_calls(sandbox: e2b.AsyncSandbox, command: Command) -> RemoteCalls:
+    """One command in the sandbox, as the remote supervisor drives it: the SDK's own
+    background command, its output re-encoded to bytes, killed through the API."""
+    handle: Any = None
 
-    def __init__(self, command: Command) -> None:
-        self.command = command
-        self.out = bytearray()
-        self.err = bytearray()
-        self.truncated = {"stdout": False, "stderr": False}
-        self.handle: Any = None
+    async def start(sink: Sink) -> None:
+        nonlocal handle
 
-    async def take(self, name: str, text: str) -> None:
-        buffer = self.out if name == "stdout" else self.err
-        data = text.encode()
-        room = self.command.max_output_bytes - len(buffer)
-        if len(data) > room:
-            data = data[: max(room, 0)]
-            self.truncated[name] = True
-            if self.handle is not None:
-                with contextlib.suppress(Exception):
-                    await self.handle.kill()
-        buffer += data
-        callback = getattr(self.command, f"on_{name}")
-        if callback is not None and data:
-            try:
-                await deliver(callback, data.decode("utf-8", "replace"))
-            except Exception as exc:
-                raise _CallbackError(exc) from exc
+        def forward(name: str) -> Callable[[str], Awaitable[None]]:
+            async def take(text: str) -> None:
+                try:
+                    await sink(name, text.encode())
+                except Exception as exc:  # the caller's own: carried through the SDK
+                    raise _CallbackError(exc) from exc
 
-    async def execute(self, sandbox: e2b.AsyncSandbox) -> Outcome:
-        command = self.command
-        stdin = command.stdin
-        started = time.perf_counter()
-        timed_out = False
-        code: int | None = None
-        error: str | None = None
-        self.handle = await sandbox.commands.run(
+            return take
+
+        handle = await sandbox.commands.run(
             shlex.join(command.argv),
             background=True,
             envs=dict(command.env),
             cwd=command.cwd,
-            stdin=stdin is not None,
-            on_stdout=lambda text: self.take("stdout", text),
-            on_stderr=lambda text: self.take("stderr", text),
+            stdin=command.stdin is not None,
+            on_stdout=forward("stdout"),
+            on_stderr=forward("stderr"),
             timeout=command.timeout + 60,
         )
-        finished = anyio.Event()
-        ended: dict[str, Any] = {}
 
-        async def wait() -> None:
-            try:
-                ended["result"] = await self.handle.wait()
-            except e2b.CommandExitException as exc:
-                ended["result"] = exc
-            except BaseException as exc:
-                ended["error"] = exc
-            finally:
-                finished.set()
-
+    async def wait() -> tuple[int | None, str | None]:
         try:
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(wait)
-                if stdin is not None:
-                    # a program may end without reading all of it: then it is not an error
-                    with contextlib.suppress(e2b.SandboxException):
-                        if stdin:
-                            await sandbox.commands.send_stdin(self.handle.pid, stdin)
-                        await sandbox.commands.close_stdin(self.handle.pid)
-                with anyio.move_on_after(command.remaining()):
-                    await finished.wait()
-                if not finished.is_set():
-                    timed_out = True
-                    await self._stop(sandbox)
-                with anyio.move_on_after(KILL_WAIT):  # for the output the kill lets through
-                    await finished.wait()
-                tg.cancel_scope.cancel()
-        except BaseException:
-            with anyio.CancelScope(shield=True):
-                await self._stop(sandbox)
-            raise
-        if "error" in ended:
-            with anyio.CancelScope(shield=True):
-                await self._stop(sandbox)
-            raise ended["error"]
-        result = ended.get("result")
-        if result is not None:
-            code, error = result.exit_code, result.error
-        name = None
+            result = await handle.wait()
+        except e2b.CommandExitException as exc:
+            result = exc
+        code, error = result.exit_code, result.error
         if code == -1 or (code is None and error):
-            name = _signal_name(error)
-            code = None
-        if timed_out:
-            code, name = None, "SIGKILL"
-        return Outcome(
-            exit_code=code,
-            signal=name,
-            timed_out=timed_out,
-            stdout=bytes(self.out),
-            stderr=bytes(self.err),
-            stdout_truncated=self.truncated["stdout"],
-            stderr_truncated=self.truncated["stderr"],
-            duration=time.perf_counter() - started,
-        )
+            return None, _signal_name(error)
+        return code, None
 
-    async def _stop(self, sandbox: e2b.AsyncSandbox) -> None:
-        with contextlib.suppress(Exception):
-            await sandbox.commands.kill(self.handle.pid)
+    async def kill() -> None:
+        if handle is not None:
+            with contextlib.suppress(e2b.SandboxException, httpx.HTTPError):
+                await sandbox.commands.kill(handle.pid)
+
+    async def feed(data: bytes) -> None:
+        # a program may end without reading all of it: then it is not an error
+        with contextlib.suppress(e2b.SandboxException):
+            if data:
+                await sandbox.commands.send_stdin(handle.pid, data)
+            await sandbox.commands.close_stdin(handle.pid)
+
+    return RemoteCalls(start=start, wait=wait, kill=kill, feed=feed)
 
 
 def _signal_name(error: str | None) -> str:

@@ -1,0 +1,103 @@
+"""Supervision of processes that are not local children (an E2B command; next, a Docker exec,
+an SSH channel, a serverless invocation): the environment supplies how to start, feed, kill
+and wait for one; the deadline, the output bound, the callbacks and the outcome are here.
+
+A remote API may offer no SIGTERM, so at the deadline (or past the output bound) the process
+is killed; the supervisor then waits ``kill_wait`` seconds for its end and its last output.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import anyio
+
+from ._output import OutputBuffer
+from ._process import Outcome
+from .environments.command import Command
+
+Sink = Callable[[str, bytes], Awaitable[None]]
+"""Takes ``("stdout" | "stderr", data)`` as the process writes it."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class RemoteCalls:
+    """How to drive one remote process.
+
+    :param start: starts it, sending its output to the sink it is given.
+    :param wait: waits for its end: ``(exit code, signal name)``, one of them None.
+    :param kill: stops it and everything it started (again: nothing).
+    :param feed: sends standard input and closes it (None: the process gets none).
+    """
+
+    start: Callable[[Sink], Awaitable[None]]
+    wait: Callable[[], Awaitable[tuple[int | None, str | None]]]
+    kill: Callable[[], Awaitable[None]]
+    feed: Callable[[bytes], Awaitable[None]] | None = None
+
+
+async def supervise_remote(calls: RemoteCalls, command: Command, *, kill_wait: float) -> Outcome:
+    """Run ``command`` through ``calls`` to its end or its deadline, and say what happened.
+
+    Exceptions of ``wait`` (and of the caller's callbacks) propagate after the process is
+    killed."""
+    out = OutputBuffer(limit=command.max_output_bytes, callback=command.on_stdout)
+    err = OutputBuffer(limit=command.max_output_bytes, callback=command.on_stderr)
+    buffers = {"stdout": out, "stderr": err}
+    stopping = anyio.Event()
+
+    async def sink(name: str, data: bytes) -> None:
+        buffer = buffers[name]
+        kept = buffer.keep(data)
+        if buffer.truncated and not stopping.is_set():
+            stopping.set()  # past the output bound: the program stops
+        await buffer.emit(kept)
+
+    started = time.perf_counter()
+    ended: tuple[int | None, str | None] | None = None
+    timed_out = False
+    try:
+        await calls.start(sink)
+        async with anyio.create_task_group() as tg:
+
+            async def stop_when_told() -> None:
+                await stopping.wait()
+                await calls.kill()
+
+            async def feed(feeder: Callable[[bytes], Awaitable[None]], data: bytes) -> None:
+                await feeder(data)
+
+            tg.start_soon(stop_when_told)
+            if calls.feed is not None and command.stdin is not None:
+                tg.start_soon(feed, calls.feed, command.stdin)
+            with anyio.move_on_after(command.remaining()):
+                ended = await calls.wait()
+            if ended is None:
+                timed_out = True
+                await calls.kill()
+                with anyio.move_on_after(kill_wait):  # for the output the kill lets through
+                    ended = await calls.wait()
+            tg.cancel_scope.cancel()
+    except BaseException as exc:
+        with anyio.CancelScope(shield=True):
+            await calls.kill()
+        if isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+            raise exc.exceptions[0] from None  # one failure: the caller's, as it was raised
+        raise
+    await out.emit(b"", final=True)
+    await err.emit(b"", final=True)
+    code, signal_name = ended if ended is not None else (None, "SIGKILL")
+    if timed_out:
+        code, signal_name = None, "SIGKILL"
+    return Outcome(
+        exit_code=code,
+        signal=signal_name,
+        timed_out=timed_out,
+        stdout=bytes(out.data),
+        stderr=bytes(err.data),
+        stdout_truncated=out.truncated,
+        stderr_truncated=err.truncated,
+        duration=time.perf_counter() - started,
+    )
