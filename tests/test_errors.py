@@ -22,7 +22,7 @@ OTHERS = {
     ("run_environments.environments.e2b", "error"): "the caller's own callback exception",
     # raised and caught inside the package, never out of it
     ("run_environments._workspace", "OSError"): "callers translate it (describe())",
-    ("run_environments._workspace", "OverBudget"): "soon() catches it",
+    ("run_environments._offload", "OverBudget"): "soon() catches it",
     ("run_environments.environments.sandbox.mounts", "OSError"): "callers suppress it",
 }
 

@@ -13,7 +13,8 @@ from typing import IO
 import anyio
 
 from ._errors import InvalidOptionsError
-from ._process import READ_CHUNK, Started
+from ._process import Started
+from ._supervision import READ_CHUNK
 
 Output = Callable[[str, bytes], Awaitable[None]]
 """Receives ``("stdout" | "stderr", data)``; the process waits while it does (backpressure)."""

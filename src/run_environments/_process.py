@@ -10,8 +10,6 @@ pipes still held by escaped descendants are abandoned after a short wait.
 
 from __future__ import annotations
 
-import asyncio
-import collections
 import contextlib
 import os
 import resource
@@ -20,17 +18,13 @@ import subprocess
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import IO, Any
+from typing import Any
 
 import anyio
 
 from ._errors import SpawnError
 from ._models import OutputCallback
-from ._output import OutputBuffer
-
-READ_CHUNK = 1 << 16
-PIPE_GRACE = 0.2
-"""How long pipes may stay open after the program's process group is gone."""
+from ._supervision import Stream, Supervision
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -105,14 +99,6 @@ def kill_marked(variable: str, value: str) -> int:
                 os.kill(int(entry.name), signal.SIGKILL)
                 killed += 1
     return killed
-
-
-@dataclass(kw_only=True)
-class _Stream(OutputBuffer):
-    """An output buffer fed by one of the child's pipes."""
-
-    file: IO[bytes]
-    closed: bool = False
 
 
 class _Child:
@@ -299,15 +285,15 @@ async def supervise(
     if stdin is None and proc.stdin is not None:
         proc.stdin.close()  # a pipe made in advance: the program reads end-of-file
     streams = (
-        _Stream(file=proc.stdout, limit=max_output_bytes, callback=on_stdout),
-        _Stream(file=proc.stderr, limit=max_output_bytes, callback=on_stderr),
+        Stream(file=proc.stdout, limit=max_output_bytes, callback=on_stdout),
+        Stream(file=proc.stderr, limit=max_output_bytes, callback=on_stderr),
     )
     timed_out = False
     try:
         with groups.track(child.pid) if groups is not None else contextlib.nullcontext():
             if release is not None:
                 release()
-            timed_out = await _Supervision(child, streams, stdin, timeout, kill_grace).run()
+            timed_out = await Supervision(child, streams, stdin, timeout, kill_grace).run()
     except BaseException:
         with anyio.CancelScope(shield=True):
             await child.terminate(kill_grace)
@@ -364,150 +350,3 @@ async def run_process(
         kill_grace=kill_grace,
         groups=groups,
     )
-
-
-class _Supervision:
-    """One task, woken by readiness callbacks on the event loop: pipes, stdin and the pidfd.
-
-    The callbacks only read, write and signal; output reaches the caller's callbacks from
-    the task itself, in order. Deadlines are timers, so a slow callback cannot delay a kill.
-    """
-
-    def __init__(
-        self,
-        child: _Child,
-        streams: tuple[_Stream, _Stream],
-        stdin: bytes | None,
-        timeout: float,
-        grace: float,
-    ) -> None:
-        self.loop = asyncio.get_running_loop()
-        self.child = child
-        self.streams = streams
-        self.stdin = memoryview(stdin) if stdin is not None else None
-        self.timeout = timeout
-        self.grace = grace
-        self.pending: collections.deque[tuple[_Stream, bytes]] = collections.deque()
-        self.exited = False
-        self.timed_out = False
-        self.wakeup: asyncio.Future[None] | None = None
-        self.timers: list[asyncio.Handle] = []
-        self.readers: set[int] = set()
-        self.writer: int | None = None
-
-    async def run(self) -> bool:
-        self._start()
-        try:
-            while True:
-                while self.pending:
-                    stream, chunk = self.pending.popleft()
-                    await stream.emit(chunk, final=not chunk)
-                if self.exited and all(stream.closed for stream in self.streams):
-                    return self.timed_out
-                self.wakeup = self.loop.create_future()
-                await self.wakeup
-        finally:
-            self._stop()
-
-    def _start(self) -> None:
-        for stream in self.streams:
-            fd = stream.file.fileno()
-            os.set_blocking(fd, False)
-            self.loop.add_reader(fd, self._readable, stream)
-            self.readers.add(fd)
-        if self.child.pidfd is not None:
-            self.loop.add_reader(self.child.pidfd, self._exited)
-            self.readers.add(self.child.pidfd)
-        else:
-            self._poll_exit()
-        if self.stdin is not None:
-            assert self.child.proc.stdin is not None
-            self.writer = self.child.proc.stdin.fileno()
-            os.set_blocking(self.writer, False)
-            self.loop.add_writer(self.writer, self._writable)
-        self.timers.append(self.loop.call_later(self.timeout, self._deadline))
-
-    def _stop(self) -> None:
-        for fd in self.readers:
-            self.loop.remove_reader(fd)
-        self.readers.clear()
-        self._close_stdin()
-        for timer in self.timers:
-            timer.cancel()
-
-    def _wake(self) -> None:
-        if self.wakeup is not None and not self.wakeup.done():
-            self.wakeup.set_result(None)
-
-    def _readable(self, stream: _Stream) -> None:
-        fd = stream.file.fileno()
-        try:
-            chunk = os.read(fd, READ_CHUNK)
-        except BlockingIOError:
-            return
-        except OSError:
-            chunk = b""
-        if chunk:
-            chunk = stream.keep(chunk)
-            if stream.truncated:
-                self.child.kill()  # past the output bound: the program stops
-            if not chunk:
-                return
-        else:
-            stream.closed = True
-            self.loop.remove_reader(fd)
-            self.readers.discard(fd)
-        self.pending.append((stream, chunk))
-        self._wake()
-
-    def _exited(self) -> None:
-        if self.child.pidfd is not None:
-            self.loop.remove_reader(self.child.pidfd)
-            self.readers.discard(self.child.pidfd)
-        self.exited = True
-        self.child.kill()  # what is left of the group once its leader is gone
-        if not all(stream.closed for stream in self.streams):
-            self.timers.append(self.loop.call_later(PIPE_GRACE, self._abandon_pipes))
-        self._wake()
-
-    def _poll_exit(self) -> None:
-        if os.waitid(os.P_PID, self.child.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None:
-            self.timers.append(self.loop.call_later(0.005, self._poll_exit))
-        else:
-            self._exited()
-
-    def _abandon_pipes(self) -> None:
-        """Descendants that left the group still hold the pipes: stop waiting for them."""
-        for stream in self.streams:
-            if not stream.closed:
-                stream.closed = True
-                fd = stream.file.fileno()
-                self.loop.remove_reader(fd)
-                self.readers.discard(fd)
-                self.pending.append((stream, b""))
-        self._wake()
-
-    def _writable(self) -> None:
-        assert self.stdin is not None
-        assert self.writer is not None
-        try:
-            written = os.write(self.writer, self.stdin[:READ_CHUNK])
-        except BlockingIOError:
-            return
-        except OSError:  # the program closed its stdin; what it did not read is its business
-            written = len(self.stdin)
-        self.stdin = self.stdin[written:]
-        if not self.stdin:
-            self._close_stdin()
-
-    def _close_stdin(self) -> None:
-        if self.writer is not None:
-            self.loop.remove_writer(self.writer)
-            self.writer = None
-            assert self.child.proc.stdin is not None
-            self.child.proc.stdin.close()
-
-    def _deadline(self) -> None:
-        self.timed_out = True
-        self.child.deliver(self.child.pid, signal.SIGTERM)
-        self.timers.append(self.loop.call_later(self.grace, self.child.kill))

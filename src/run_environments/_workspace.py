@@ -15,20 +15,13 @@ import errno
 import os
 import stat
 import tempfile
-import uuid
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
-
-import anyio
 
 from ._errors import InvalidOptionsError
 from ._models import check_relative_path
-
-T = TypeVar("T")
-DIRECTORY = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-MAX_OPEN_DEPTH = 32
-"""Directories held open at once while removing a tree; deeper ones are moved up first."""
+from ._offload import Budget, OverBudget, off_loop, soon
+from ._removal import DIRECTORY, MAX_OPEN_DEPTH, opened, remove_entry, remove_tree
 
 
 def default_parent(shared: bool = False) -> str:
@@ -60,44 +53,6 @@ def reachable_by_others(path: str) -> bool:
         current = os.path.dirname(current)
 
 
-async def off_loop(function: Callable[..., T], *args: Any) -> T:
-    """Run a blocking file operation in a worker thread, to its end even when cancelled."""
-    with anyio.CancelScope(shield=True):
-        result = await anyio.to_thread.run_sync(function, *args)
-    return result
-
-
-INLINE_OPERATIONS = 64
-"""File operations (on a memory file system: microseconds each) done on the event loop
-before the rest of the work goes to a worker thread."""
-
-
-class OverBudget(Exception):
-    """An operation met more entries than it may handle on the event loop."""
-
-
-class Budget:
-    """A count of file operations an inline call may still make."""
-
-    def __init__(self, operations: int) -> None:
-        self.left = operations
-
-    def spend(self) -> None:
-        self.left -= 1
-        if self.left < 0:
-            raise OverBudget
-
-
-async def soon(function: Callable[..., T], *args: Any) -> T:
-    """``function(*args, budget=...)`` on the event loop if it needs few operations (a small
-    workspace, the usual case), else (again, from the start) in a worker thread. Functions
-    taking a budget may be repeated: what they did before running out is not done twice."""
-    try:
-        return function(*args, budget=Budget(INLINE_OPERATIONS))
-    except OverBudget:
-        return await off_loop(function, *args)
-
-
 @contextlib.asynccontextmanager
 async def temporary_directory(parent: str | None = None) -> AsyncIterator[str]:
     """A fresh directory only we can enter, removed with everything in it afterwards."""
@@ -109,17 +64,6 @@ async def temporary_directory(parent: str | None = None) -> AsyncIterator[str]:
 
 
 # -- walking beneath a directory ---------------------------------------------------------
-@contextlib.contextmanager
-def opened(path: str | int, flags: int = DIRECTORY) -> Iterator[int]:
-    """A descriptor of ``path`` (our own directory, so the path is trusted), or a duplicate
-    of the descriptor ``path``; closed afterwards."""
-    fd = os.dup(path) if isinstance(path, int) else os.open(path, flags | os.O_CLOEXEC)
-    try:
-        yield fd
-    finally:
-        os.close(fd)
-
-
 def open_beneath(
     root: int, parts: Sequence[str], *, create: bool = False, owner: tuple[int, int] | None = None
 ) -> int:
@@ -316,126 +260,10 @@ def _read_beneath(
         return seen[key]
 
 
-# -- removing ----------------------------------------------------------------------------
-def remove_tree(path: str, attempts: int = 3, budget: Budget | None = None) -> None:
-    """Remove ``path`` and everything below it, however deep or wide, without following a
-    link, and where the program took permissions away inside it. Entries made meanwhile
-    are removed too, up to ``attempts`` passes over a directory that keeps refilling.
-
-    :raises OSError: if something could not be removed.
-    """
-    parent, name = os.path.split(os.path.normpath(path))
-    try:
-        with opened(parent or "/") as fd:
-            remove_entry(fd, name, attempts, budget)
-    except FileNotFoundError:
-        return
-
-
-def remove_entry(parent: int, name: str, attempts: int = 3, budget: Budget | None = None) -> None:
-    """Remove the entry ``name`` of the directory ``parent`` (a whole tree if it is one)."""
-    try:
-        root = _open_dir(parent, name)
-    except (NotADirectoryError, OSError) as exc:
-        if exc.errno not in (errno.ENOTDIR, errno.ELOOP):
-            raise
-        _unlink(parent, name)
-        return
-    try:
-        _empty(root, attempts, budget or Budget(1 << 62))
-    finally:
-        os.close(root)
-    with contextlib.suppress(FileNotFoundError):
-        os.rmdir(name, dir_fd=parent)
-
-
-def _unlink(parent: int, name: str) -> bool:
-    """Unlink a non-directory; False if ``name`` is a directory."""
-    for _ in range(2):
-        try:
-            os.unlink(name, dir_fd=parent)
-            return True
-        except FileNotFoundError:
-            return True
-        except IsADirectoryError:
-            return False
-        except PermissionError:
-            os.fchmod(parent, stat.S_IRWXU)  # the program made its directory read-only
-    os.unlink(name, dir_fd=parent)
-    return True
-
-
-def _open_dir(parent: int, name: str) -> int:
-    try:
-        return os.open(name, DIRECTORY, dir_fd=parent)
-    except PermissionError:  # not root, and the program took our permissions away
-        path_fd = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent)
-        try:
-            if not stat.S_ISDIR(os.fstat(path_fd).st_mode):
-                raise
-            os.chmod(f"/proc/self/fd/{path_fd}", stat.S_IRWXU)
-        finally:
-            os.close(path_fd)
-        return os.open(name, DIRECTORY, dir_fd=parent)
-
-
-def _empty(root: int, attempts: int, budget: Budget) -> None:
-    """Empty the directory ``root`` with a stack of at most :data:`MAX_OPEN_DEPTH`
-    descriptors: a subtree found deeper is renamed into ``root`` and emptied from there."""
-    stack: list[_Frame] = [_Frame(root, "", 0)]
-    try:
-        while stack:
-            top = stack[-1]
-            child = _clear_until_directory(
-                top.fd, root, deep=len(stack) >= MAX_OPEN_DEPTH, budget=budget
-            )
-            if child is not None:
-                stack.append(_Frame(_open_dir(top.fd, child), child, 0))
-                continue
-            stack.pop()
-            if not stack:
-                return
-            os.close(top.fd)
-            parent = stack[-1].fd
-            try:
-                os.rmdir(top.name, dir_fd=parent)
-            except FileNotFoundError:
-                pass
-            except OSError as exc:  # refilled meanwhile: go through it again, a few times
-                if exc.errno != errno.ENOTEMPTY or top.passes + 1 >= attempts:
-                    raise
-                stack.append(_Frame(_open_dir(parent, top.name), top.name, top.passes + 1))
-    finally:
-        for frame in stack[1:]:
-            os.close(frame.fd)
-
-
-@dataclass
-class _Frame:
-    fd: int
-    name: str
-    passes: int
-
-
-def _clear_until_directory(fd: int, root: int, *, deep: bool, budget: Budget) -> str | None:
-    """Remove the entries of ``fd`` that are not non-empty directories; return the first
-    such directory (or None when ``fd`` is empty). At the depth bound, such directories are
-    moved up into ``root`` instead."""
-    with os.scandir(fd) as entries:
-        for entry in entries:
-            budget.spend()
-            if _unlink(fd, entry.name):
-                continue
-            try:
-                os.rmdir(entry.name, dir_fd=fd)
-                continue
-            except FileNotFoundError:
-                continue
-            except OSError as exc:
-                if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST, errno.EACCES, errno.EPERM):
-                    raise
-            if deep:
-                os.rename(entry.name, f".runenv-{uuid.uuid4().hex}", src_dir_fd=fd, dst_dir_fd=root)
-                continue
-            return entry.name
-    return None
+__all__ = [  # with what the removal and off-loop modules provide, for one import place
+    "DIRECTORY", "FETCH_LIMIT", "FETCH_TOTAL", "MAX_OPEN_DEPTH", "Budget", "Fetched",
+    "OverBudget", "check_tree", "default_parent", "describe", "make_dirs", "off_loop",
+    "open_beneath", "open_regular", "opened", "reachable_by_others", "read_files",
+    "remove_entry", "remove_tree", "soon", "split", "temporary_directory", "working_directory",
+    "write_file", "write_files",
+]  # fmt: skip

@@ -33,7 +33,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from .._errors import EnvironmentUnavailableError, RunEnvironmentError, SpawnError
 from .._workspace import off_loop
 from .admission import Overloaded
-from .envd_session import READ_CHUNK, Event, PathError, Session, Sessions
+from .envd_process import Event
+from .envd_session import READ_CHUNK, PathError, Session, Sessions
 
 router = APIRouter(tags=["E2B envd"])
 

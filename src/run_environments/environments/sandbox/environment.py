@@ -10,7 +10,6 @@ import shutil
 import time
 import weakref
 from collections.abc import AsyncIterator, Sequence
-from pathlib import Path
 
 from ..._errors import EnvironmentUnavailableError, InvalidOptionsError, RunEnvironmentError
 from ..._handles import ProcessHandle
@@ -34,7 +33,7 @@ from ..base import (
 from ..command import Command
 from . import bwrap as bubblewrap
 from . import cgroups as _cgroups
-from . import mounts, seccomp
+from . import mounts, readiness, seccomp
 from .identities import DEFAULT_RANGE, Identities
 from .instance import InstanceDirectory, mounted_beneath, new_instance, sweep
 from .launch import Sandbox, move_entries
@@ -129,7 +128,13 @@ class SandboxRunEnvironment(CommandRunEnvironment):
         """Why the sandbox cannot run here, or None; a real run decides, once."""
         if self._checked:
             return self._problem
-        self._problem = await off_loop(self._static_problem)
+        self._problem = await off_loop(
+            readiness.static_problem,
+            self._bwrap,
+            self.network,
+            self._mount_workspaces,
+            self._identities,
+        )
         if self._problem is None:
             await off_loop(sweep, self._tmp_dir, self._cgroups)  # what dead owners left
             self._static = await off_loop(
@@ -148,17 +153,6 @@ class SandboxRunEnvironment(CommandRunEnvironment):
         self._checked = True
         return self._problem
 
-    def _static_problem(self) -> str | None:
-        if self._bwrap is None:
-            return "bubblewrap is not installed (apt-get install bubblewrap)"
-        if not Path("/proc/self/ns/user").exists():
-            return "this kernel has no user namespaces"
-        try:
-            seccomp.compile_filter(self.network)
-        except EnvironmentUnavailableError as exc:
-            return str(exc)
-        return self._static_problem_of_limits()
-
     async def is_ready(self) -> bool:
         return await self._check() is None and await super().is_ready()
 
@@ -172,25 +166,7 @@ class SandboxRunEnvironment(CommandRunEnvironment):
 
     def limits_note(self) -> str:
         """How limits are enforced here, for ``runenv doctor``."""
-        if self._cgroups is None:
-            return (
-                "no cgroup memory and pids controllers in use: memory falls back to RLIMIT_DATA"
-                " and processes to RLIMIT_NPROC (per execution: each has a uid of its own),"
-                " and each workspace is a file system bounded by limits.disk"
-            )
-        return f"limits enforced with {self._cgroups.describe()}"
-
-    def _static_problem_of_limits(self) -> str | None:
-        if self._mount_workspaces and not mounts.can_mount():
-            return (
-                "without usable cgroup controllers the sandbox bounds workspaces with file "
-                "systems of their own, and mounting them needs root: run as root or on a "
-                "machine that delegates the cgroup memory and pids controllers"
-            )
-        if self._identities is not None and self._identities.taken():
-            taken = ", ".join(self._identities.taken()[:3])
-            return f"the sandbox identities {self._identities.ids} include accounts: {taken}"
-        return None
+        return readiness.limits_note(self._cgroups)
 
     async def _which(self, program: str) -> str | None:
         if program == "{python}":

@@ -1,0 +1,88 @@
+"""A command of an E2B-style session: what happens to it, and the clients attached to it,
+each through a bounded buffer (a client that does not read makes the command wait)."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+
+import anyio
+
+from .._handles import ProcessHandle
+
+FOLLOWER_BUFFER = 4 << 20
+"""Output bytes buffered for one attached client before the command waits for it."""
+
+
+@dataclass
+class Event:
+    """What happened to a process: ``start``, ``stdout``/``stderr`` data, or ``end``."""
+
+    kind: str
+    data: bytes = b""
+    exit_code: int = 0
+    status: str = ""
+    error: str | None = None
+
+
+class Follower:
+    """One client attached to a process: the events it has not read yet, bounded."""
+
+    def __init__(self) -> None:
+        self.send, self.receive = anyio.create_memory_object_stream[Event](1 << 16)
+        self.buffered = 0
+        self.space = anyio.Event()
+
+    async def push(self, event: Event) -> None:
+        while self.buffered > FOLLOWER_BUFFER and event.kind != "end":
+            await self.space.wait()  # the client reads slowly: the command waits for it
+        self.buffered += len(event.data)
+        with contextlib.suppress(anyio.WouldBlock, anyio.BrokenResourceError):
+            self.send.send_nowait(event)
+
+    async def events(self) -> AsyncIterator[Event]:
+        async for event in self.receive:
+            self.buffered -= len(event.data)
+            self.space.set()
+            self.space = anyio.Event()
+            yield event
+            if event.kind == "end":
+                return
+
+    def close(self) -> None:
+        self.send.close()
+        self.receive.close()
+        self.space.set()
+
+
+@dataclass
+class Process:
+    """A command running in a session, and the clients attached to it."""
+
+    pid: int
+    argv: list[str]
+    envs: dict[str, str]
+    cwd: str
+    tag: str | None
+    handle: ProcessHandle
+    followers: set[Follower] = field(default_factory=set)
+
+    async def publish(self, event: Event) -> None:
+        for follower in list(self.followers):
+            await follower.push(event)
+
+    @contextlib.contextmanager
+    def follow(self) -> Iterator[Follower]:
+        """Attach a client: it sees the events from now on."""
+        follower = Follower()
+        self.followers.add(follower)
+        try:
+            yield follower
+        finally:
+            self.followers.discard(follower)
+            follower.close()
+
+    @property
+    def done(self) -> bool:
+        return self.handle.done
