@@ -64,7 +64,7 @@ def test_exit_cleans_up_running_programs() -> None:
     script = (
         "import threading, time\n"
         "from run_environments import SyncRunEnvironment\n"
-        "env = SyncRunEnvironment()\n"
+        "env = SyncRunEnvironment('local')\n"
         "r = env.execute('setsid sleep 300 > /dev/null & echo $!', language='bash')\n"
         "print(r.stdout.strip(), flush=True)\n"
     )
@@ -73,3 +73,10 @@ def test_exit_cleans_up_running_programs() -> None:
     )
     pid = int(out.stdout.strip())
     assert not is_running(pid)  # it left the process group: only the exit cleanup found it
+
+
+def test_the_default_is_the_sandbox() -> None:
+    with SyncRunEnvironment() as env:
+        assert env.name == "sandbox"
+        result = env.execute("import os; print(os.getuid())")
+    assert result.stdout == "65534\n"  # isolated: not this process's user

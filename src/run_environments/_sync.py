@@ -59,11 +59,12 @@ def _shutdown() -> None:
 class SyncRunEnvironment:
     """A run environment for synchronous code.
 
-    :param environment: an environment object, or a registered environment name.
+    :param environment: an environment object, or a registered environment name (the
+        sandbox by default, as everywhere: code runs isolated unless you ask otherwise).
     :param kwargs: constructor arguments when ``environment`` is a name.
     """
 
-    def __init__(self, environment: RunEnvironment | str = "local", **kwargs: Any) -> None:
+    def __init__(self, environment: RunEnvironment | str = "sandbox", **kwargs: Any) -> None:
         if isinstance(environment, str):
             environment = create_environment(environment, **kwargs)
         self.environment = environment

@@ -20,8 +20,8 @@ from ._registry import create_environment, environment_names
 from .environments.base import EnvironmentStatus, RunEnvironment
 
 TIMEOUT_STATUS = 124
-DEFAULT_ENVIRONMENTS = ("sandbox", "local")
-"""Tried in order when no ``--env`` is given: the first one ready runs the code."""
+DEFAULT_ENVIRONMENT = "sandbox"
+"""Where code runs when no ``--env`` is given: isolated, or not at all."""
 
 err = Console(stderr=True, highlight=False)
 
@@ -38,16 +38,18 @@ def exit_status(result: ExecutionResult) -> int:
 
 
 async def _choose(name: str | None) -> RunEnvironment:
+    """The environment asked for, or the sandbox; never, silently, an unisolated one."""
     if name is not None:
         return create_environment(name)
-    for candidate in DEFAULT_ENVIRONMENTS:
-        try:
-            env = create_environment(candidate)
-        except RunEnvironmentError:
-            continue
-        if await env.is_ready():
-            return env
-    raise click.ClickException("no environment is ready; run 'runenv doctor'")
+    env = create_environment(DEFAULT_ENVIRONMENT)
+    status = await env.status()
+    if not status.ready:
+        raise click.ClickException(
+            f"the sandbox is not ready here: {status.reason}. It isolates code you did not "
+            "write; to run it unisolated with your own permissions instead, ask for that "
+            "with -e local ('runenv doctor' says more)"
+        )
+    return env
 
 
 def _write(stream: Any) -> Any:
@@ -77,7 +79,7 @@ def main() -> None:
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 @click.option("-l", "--language", help="Language name or alias (default: from FILE's suffix).")
 @click.option("-c", "--code", help="The code to run, instead of FILE.")
-@click.option("-e", "--env", "env_name", help="Environment to run in (default: the best ready).")
+@click.option("-e", "--env", "env_name", help="Environment to run in (default: the sandbox).")
 @click.option(
     "-t",
     "--timeout",

@@ -159,3 +159,15 @@ def test_help_and_version(flag: str) -> None:
     done = runenv(flag)
     assert done.returncode == 0
     assert done.stdout
+
+
+def test_without_the_sandbox_nothing_runs_unisolated_unasked(tmp_path: Path) -> None:
+    marker = tmp_path / "ran"
+    code = f"open({str(marker)!r}, 'w').write('ran')"
+    env = {**os.environ, "PATH": str(tmp_path)}  # no bubblewrap on it
+    done = runenv("run", "-c", code, env=env)
+    assert done.returncode != 0 and not marker.exists()
+    assert "the sandbox is not ready here: bubblewrap is not installed" in done.stderr
+    assert "-e local" in done.stderr
+    asked = runenv("run", "-e", "local", "-c", code, env={**os.environ})
+    assert asked.returncode == 0 and marker.read_text() == "ran"
