@@ -12,6 +12,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 import anyio
+import anyio.lowlevel
 import httpx
 import pytest
 from e2b import AsyncSandbox, CommandExitException, SandboxException
@@ -257,3 +258,49 @@ def test_no_path_makes_a_server_error(envd: str, path: str, other: str, operatio
             statuses = [response.status_code]
             assert '"code":"unknown"' not in response.text.replace(" ", ""), response.text
     assert all(status < 500 for status in statuses), (operation, path, statuses)
+
+
+async def test_a_follower_that_left_never_makes_the_command_spin() -> None:
+    from run_environments.server.envd_process import FOLLOWER_BUFFER, Event, Follower
+
+    follower = Follower()
+    await follower.push(Event("stdout", b"x" * (FOLLOWER_BUFFER + 1)))  # the client is behind
+    pushed = anyio.Event()
+
+    async def push_more() -> None:
+        await follower.push(Event("stdout", b"more"))  # waits for room
+        pushed.set()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(push_more)
+        await anyio.lowlevel.checkpoint()
+        assert not pushed.is_set()  # waiting, not spinning past the bound
+        follower.close()  # the client leaves
+        with anyio.fail_after(5):
+            await pushed.wait()
+    with anyio.fail_after(5):  # a push after the client left returns at once
+        await follower.push(Event("stdout", b"x" * (FOLLOWER_BUFFER + 1)))
+    assert follower.closed
+
+
+async def test_many_tiny_events_are_bounded_and_none_is_lost() -> None:
+    from run_environments.server.envd_process import EVENT_COST, FOLLOWER_BUFFER, Event, Follower
+
+    follower = Follower()
+    count = FOLLOWER_BUFFER // EVENT_COST + 10
+    received: list[bytes] = []
+
+    async def read() -> None:
+        async for event in follower.events():
+            received.append(event.data)
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(FOLLOWER_BUFFER // EVENT_COST):
+            await follower.push(Event("stdout", b"."))  # within the bound: no waiting
+        assert follower.buffered > FOLLOWER_BUFFER - EVENT_COST
+        tg.start_soon(read)
+        for _ in range(10):
+            await follower.push(Event("stdout", b"."))  # waits for the reader, loses nothing
+        await follower.push(Event("end"))
+    follower.close()
+    assert len(received) == count + 1

@@ -4,6 +4,7 @@ each through a bounded buffer (a client that does not read makes the command wai
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 
@@ -13,6 +14,8 @@ from .._handles import ProcessHandle
 
 FOLLOWER_BUFFER = 4 << 20
 """Output bytes buffered for one attached client before the command waits for it."""
+EVENT_COST = 256
+"""What an event counts against that bound at least (its own memory)."""
 
 
 @dataclass
@@ -27,23 +30,29 @@ class Event:
 
 
 class Follower:
-    """One client attached to a process: the events it has not read yet, bounded."""
+    """One client attached to a process: the events it has not read yet, bounded. Each event
+    counts at least :data:`EVENT_COST` bytes, so many tiny ones are bounded too."""
 
     def __init__(self) -> None:
-        self.send, self.receive = anyio.create_memory_object_stream[Event](1 << 16)
+        self.send, self.receive = anyio.create_memory_object_stream[Event](math.inf)
         self.buffered = 0
         self.space = anyio.Event()
+        self.closed = False
 
     async def push(self, event: Event) -> None:
-        while self.buffered > FOLLOWER_BUFFER and event.kind != "end":
+        """Queue ``event``, waiting while the client is too far behind (never for the end,
+        never once the client has gone)."""
+        while not self.closed and self.buffered > FOLLOWER_BUFFER and event.kind != "end":
             await self.space.wait()  # the client reads slowly: the command waits for it
-        self.buffered += len(event.data)
-        with contextlib.suppress(anyio.WouldBlock, anyio.BrokenResourceError):
+        if self.closed:
+            return
+        self.buffered += _cost(event)
+        with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
             self.send.send_nowait(event)
 
     async def events(self) -> AsyncIterator[Event]:
         async for event in self.receive:
-            self.buffered -= len(event.data)
+            self.buffered -= _cost(event)
             self.space.set()
             self.space = anyio.Event()
             yield event
@@ -51,9 +60,14 @@ class Follower:
                 return
 
     def close(self) -> None:
+        self.closed = True
         self.send.close()
         self.receive.close()
-        self.space.set()
+        self.space.set()  # a push waiting for room goes on (and drops its event)
+
+
+def _cost(event: Event) -> int:
+    return max(len(event.data), EVENT_COST)
 
 
 @dataclass
