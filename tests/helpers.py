@@ -2,9 +2,25 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import anyio
+
+
+@contextmanager
+def shm_directory(name: str, mode: int) -> Iterator[Path]:
+    """A directory of this test run in /dev/shm, removed with whatever is in it afterwards
+    (files of other uids, mounts a killed server left: ``rm -rf`` copes with them all)."""
+    path = Path("/dev/shm") / f"runenv-{name}-{os.getpid()}"
+    path.mkdir(mode=mode)
+    try:
+        yield path
+    finally:
+        subprocess.run(["rm", "-rf", str(path)], check=True)
 
 
 def process_state(pid: int) -> str:

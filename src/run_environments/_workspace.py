@@ -194,18 +194,6 @@ def make_dirs(root: str, relative: str, owner: tuple[int, int] | None = None) ->
             raise InvalidOptionsError(f"cwd {describe(relative, exc)}") from None
 
 
-def working_directory(root: str, cwd: str | None) -> str:
-    """The directory a program runs in: ``root``, a relative ``cwd`` inside it, or ``cwd``."""
-    if cwd is None:
-        return root
-    if os.path.isabs(cwd):
-        if not os.path.isdir(cwd):
-            raise InvalidOptionsError(f"cwd {cwd!r} is not a directory")
-        return cwd
-    make_dirs(root, cwd)
-    return os.path.join(root, check_relative_path(cwd))
-
-
 FETCH_LIMIT = 16 << 20
 """The most read of one fetched file."""
 FETCH_TOTAL = 32 << 20
@@ -264,6 +252,6 @@ __all__ = [  # with what the removal and off-loop modules provide, for one impor
     "DIRECTORY", "FETCH_LIMIT", "FETCH_TOTAL", "MAX_OPEN_DEPTH", "Budget", "Fetched",
     "OverBudget", "check_tree", "default_parent", "describe", "make_dirs", "off_loop",
     "open_beneath", "open_regular", "opened", "reachable_by_others", "read_files",
-    "remove_entry", "remove_tree", "soon", "split", "temporary_directory", "working_directory",
+    "remove_entry", "remove_tree", "soon", "split", "temporary_directory",
     "write_file", "write_files",
 ]  # fmt: skip

@@ -20,6 +20,7 @@ from run_environments.environments.sandbox import SandboxRunEnvironment
 from run_environments.environments.sandbox.identities import DEFAULT_RANGE
 from run_environments.server import ServerSettings
 from tests.attacks.test_sandbox_attacks import LIBC, run
+from tests.helpers import shm_directory
 from tests.sandboxing import sandbox_leftovers
 from tests.server.conftest import running
 
@@ -231,10 +232,8 @@ __attribute__((constructor)) static void plant(void) {
 
 @pytest.fixture
 def victim() -> Iterator[Path]:
-    path = Path("/dev/shm") / f"runenv-victim-{os.getpid()}"
-    path.mkdir(mode=0o700)
-    yield path
-    subprocess.run(["rm", "-rf", str(path)], check=True)
+    with shm_directory("victim", 0o700) as path:
+        yield path
 
 
 @pytest.fixture

@@ -15,6 +15,7 @@ import pytest
 from e2b import AsyncSandbox
 
 from run_environments.environments.sandbox import cgroups
+from tests.helpers import shm_directory
 
 from .hostile import RUNENV, free_port, metric, send_json, wait_for
 
@@ -23,10 +24,8 @@ pytestmark = pytest.mark.anyio
 
 @pytest.fixture
 def place() -> Iterator[Path]:
-    path = Path("/dev/shm") / f"runenv-crash-{os.getpid()}"
-    path.mkdir(mode=0o755)
-    yield path
-    subprocess.run(["rm", "-rf", str(path)], check=True)
+    with shm_directory("crash", 0o755) as path:
+        yield path
 
 
 def start(place: Path) -> tuple[subprocess.Popen[bytes], str]:

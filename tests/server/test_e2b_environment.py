@@ -22,6 +22,8 @@ from run_environments.environments.e2b import E2BRunEnvironment
 from run_environments.testing import EnvironmentBehaviour
 from tests.sandboxing import eventually_no_processes
 
+from .hostile import free_port
+
 pytestmark = pytest.mark.anyio
 
 
@@ -42,12 +44,6 @@ class TestE2BOffline(EnvironmentBehaviour):
         workspaces = [e.name for e in await sandbox.files.list("/home/user")
                       if e.name.startswith("runenv-")]  # fmt: skip
         return processes + workspaces
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 async def test_registered_by_name() -> None:

@@ -4,7 +4,6 @@ files, bounded processes and buffers, and no blocking of the server."""
 from __future__ import annotations
 
 import json
-import os
 import stat
 import subprocess
 from collections.abc import Iterator
@@ -22,6 +21,7 @@ from hypothesis import strategies as st
 from run_environments import SandboxRunEnvironment
 from run_environments.environments.sandbox.identities import DEFAULT_RANGE
 from run_environments.server import ServerSettings
+from tests.helpers import shm_directory
 
 from .conftest import running
 from .hostile import rss, serve_process
@@ -188,13 +188,8 @@ async def test_a_deep_tree_is_removed(roomy: str) -> None:
 # -- memory -------------------------------------------------------------------------------
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[tuple[str, int]]:
-    place = Path("/dev/shm") / f"runenv-memory-{os.getpid()}"
-    place.mkdir(mode=0o755)
-    try:
-        with serve_process(place, max_timeout=120) as server:
-            yield server
-    finally:
-        subprocess.run(["rm", "-rf", str(place)], check=True)
+    with shm_directory("memory", 0o755) as place, serve_process(place, max_timeout=120) as server:
+        yield server
 
 
 async def test_command_output_is_not_kept(served: tuple[str, int]) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 from collections.abc import AsyncIterator
 
 import anyio
@@ -22,6 +21,7 @@ from run_environments.testing import EnvironmentBehaviour
 from tests.sandboxing import sandbox_leftovers
 
 from .conftest import running, serving
+from .hostile import free_port
 
 pytestmark = pytest.mark.anyio
 
@@ -46,12 +46,6 @@ class TestRemote(EnvironmentBehaviour):
             while left := await sandbox_leftovers(self.server_env, self.workspaces):
                 await anyio.sleep(0.1)
         return left
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 async def test_unreachable_server_is_a_precise_error() -> None:

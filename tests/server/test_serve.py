@@ -5,9 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -18,13 +16,7 @@ import pytest
 
 from tests.helpers import is_running
 
-RUNENV = str(Path(sys.executable).with_name("runenv"))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from .hostile import RUNENV, free_port
 
 
 @pytest.fixture

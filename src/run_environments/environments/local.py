@@ -130,7 +130,7 @@ def _working_directory(workspace: Workspace, command: Command) -> None:
     """Make the command's directory in the workspace, or check the one outside it."""
     if command.directory is not None:
         make_dirs(workspace.path, command.directory)
-    elif not os.path.isdir(command.cwd):
+    elif command.cwd != workspace.path and not os.path.isdir(command.cwd):
         raise InvalidOptionsError(f"cwd {command.cwd!r} is not a directory")
 
 

@@ -373,9 +373,6 @@ class Sessions:
             self._sessions[key] = session
             return session
 
-    def __len__(self) -> int:
-        return len(self._sessions)
-
     async def close(self) -> None:
         while self._sessions:
             _, session = self._sessions.popitem()

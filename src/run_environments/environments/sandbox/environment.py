@@ -322,8 +322,8 @@ class SandboxRunEnvironment(CommandRunEnvironment):
             self._slots.discard(sandbox.slot)
         if sandbox.cgroup is not None:
             await self._keeper.retire(sandbox.cgroup)
-        if sandbox.holds_identity and sandbox.user is not None and self._identities is not None:
-            self._identities.release(sandbox.user)
+        if sandbox.holds_identity:
+            self._executions.release(sandbox.user)
             sandbox.holds_identity = False
         return usage
 
@@ -392,8 +392,7 @@ class SandboxRunEnvironment(CommandRunEnvironment):
 
     def release_identity(self, identity: tuple[int, int] | None) -> None:
         """Give back an identity once none of its processes and files are left."""
-        if identity is not None and self._identities is not None:
-            self._identities.release(identity)
+        self._executions.release(identity)
 
     def private_directory(self, prefix: str) -> str:
         """A new directory on the host for a user of :meth:`open_process`, private to this

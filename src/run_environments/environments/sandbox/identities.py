@@ -91,7 +91,3 @@ class Identities:
         fd = self._held.pop(identity[0], None)
         if fd is not None:
             os.close(fd)  # closing the only descriptor drops the lock
-
-    def __len__(self) -> int:
-        """How many identities are held."""
-        return len(self._held)

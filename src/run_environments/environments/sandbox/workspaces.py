@@ -49,6 +49,11 @@ class Executions:
         """An identity for a run (None when not root: everything runs as our own user)."""
         return self.identities.acquire() if self.identities is not None else None
 
+    def release(self, identity: tuple[int, int] | None) -> None:
+        """Give an identity back once none of its processes and files are left."""
+        if identity is not None and self.identities is not None:
+            self.identities.release(identity)
+
     def prepare(
         self,
         execution: Execution,
@@ -73,8 +78,7 @@ class Executions:
             mounts.unmount(execution.host)
         await soon(remove_tree, execution.host)
         self._open.pop(execution.host, None)
-        if execution.user is not None and self.identities is not None:
-            self.identities.release(execution.user)
+        self.release(execution.user)
 
     async def close_all(self) -> None:
         for execution in list(self._open.values()):
