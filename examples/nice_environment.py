@@ -3,27 +3,21 @@ so that a batch of snippets never slows the machine's other work."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import sys
-from collections.abc import AsyncIterator, Sequence
 
 from run_environments.extension import (
     Command,
     CommandRunEnvironment,
+    HostWorkspace,
     Outcome,
     ProcessGroups,
-    Workspace,
-    fetch_from_host,
-    make_dirs,
     run_process,
-    temporary_directory,
-    write_files,
 )
 
 
-class NiceRunEnvironment(CommandRunEnvironment):
+class NiceRunEnvironment(CommandRunEnvironment[HostWorkspace]):
     """Runs code as child processes at niceness 19, each run in a directory of its own."""
 
     name = "nice"
@@ -36,20 +30,10 @@ class NiceRunEnvironment(CommandRunEnvironment):
     async def _which(self, program: str) -> str | None:
         return sys.executable if program == "{python}" else shutil.which(program)
 
-    @contextlib.asynccontextmanager
-    async def _workspace(self) -> AsyncIterator[Workspace]:
-        async with temporary_directory(self.tmp_dir) as path:
-            yield Workspace(path, host=path)
+    async def _workspace(self) -> HostWorkspace:
+        return HostWorkspace.create(self.tmp_dir)  # a fresh directory on this machine
 
-    async def _write(self, workspace: Workspace, files: dict[str, bytes]) -> None:
-        write_files(workspace.path, files)
-
-    async def _fetch(self, workspace: Workspace, paths: Sequence[str]) -> dict[str, bytes]:
-        return await fetch_from_host(workspace, paths)
-
-    async def _run(self, command: Command, workspace: Workspace) -> Outcome:
-        if command.directory is not None:  # a cwd inside the workspace
-            make_dirs(workspace.path, command.directory)
+    async def _run(self, command: Command, workspace: HostWorkspace) -> Outcome:
         env = {**os.environ, **command.env}
         return await run_process(
             ["nice", "-n", "19", *command.argv],
@@ -69,3 +53,4 @@ class NiceRunEnvironment(CommandRunEnvironment):
 
     async def cleanup(self) -> None:
         self._groups.kill_all()
+        await self._remove_workspaces()  # of runs cancelled half-way

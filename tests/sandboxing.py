@@ -34,7 +34,7 @@ def held(env: SandboxRunEnvironment | None) -> set[int]:
     """Processes of the sandboxes that ``env`` holds started ahead, by design."""
     roots = set()
     if env is not None:
-        roots = {s.started.pid for s in env._pool.held.values() if s.started is not None}
+        roots = {s.pid for s in env.held() if s.pid is not None}
     found: set[int] = set()
     parents = _parents()
     for pid in parents:
@@ -52,7 +52,7 @@ def sandbox_processes(env: SandboxRunEnvironment | None = None) -> list[str]:
     but for those of sandboxes ``env`` holds started ahead."""
     found = []
     excluded = held(env)
-    ours = env._identities.used if env is not None and env._identities is not None else None
+    ours = env.uids_used() if env is not None and os.geteuid() == 0 else None
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit() or int(entry.name) in excluded:
             continue
@@ -80,19 +80,17 @@ async def eventually_no_processes(env: SandboxRunEnvironment | None = None) -> l
 async def sandbox_leftovers(env: SandboxRunEnvironment, tmp: Path) -> list[str]:
     """What ``env`` left: processes, workspaces and slots, cgroups (but what it holds ahead,
     once what it does in the background is done)."""
-    for _ in range(1000):  # set-ups and disposals, possibly on a server's own event loop
-        if all(task.done() for task in list(env._pool.tasks)):
-            break
-        await anyio.sleep(0.01)
+    await env.settle()  # set-ups and disposals under way
     left = await eventually_no_processes(env)
-    ahead = env._pool.held.values()
+    ahead = env.held()
     slots = {s.slot for s in ahead}
-    cgroup_dirs = {str(s.cgroup.directories[0]) for s in ahead if s.cgroup is not None}
+    cgroup_dirs = {s.cgroup for s in ahead if s.cgroup is not None}
     cgroups = []
-    if env._cgroups is not None:
-        prefix = f"{cgroup_support.PREFIX}{env._instance}-"
-        cgroups = [str(c.directories[0]) for c in env._cgroups.leftovers(prefix)]
-    home = tmp / f"runenv-{env._instance}"
+    support = cgroup_support.detect()
+    if support is not None:
+        prefix = f"{cgroup_support.PREFIX}{env.instance}-"
+        cgroups = [str(c.directories[0]) for c in support.leftovers(prefix)]
+    home = tmp / f"runenv-{env.instance}"
     paths = [str(p) for p in tmp.iterdir() if p != home]
     if home.exists():  # while the environment lives: its lock, and what it holds ahead
         paths += [str(p) for p in home.iterdir() if p.name != "owner.lock" and str(p) not in slots]
@@ -112,5 +110,5 @@ def shared_tmp() -> Iterator[Path]:
 async def sandbox(shared_tmp: Path) -> AsyncIterator[SandboxRunEnvironment]:
     async with SandboxRunEnvironment(tmp_dir=str(shared_tmp)) as env:
         yield env
-    assert not env._pool.held
+    assert not env.held()
     assert await sandbox_leftovers(env, shared_tmp) == []

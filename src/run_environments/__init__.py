@@ -26,10 +26,10 @@ from .environments.base import (
     EnvironmentStatus,
     LanguageSupport,
     RunEnvironment,
-    Workspace,
 )
 from .environments.local import LocalRunEnvironment
 from .environments.sandbox import SandboxRunEnvironment
+from .environments.workspace import HostWorkspace, Workspace
 
 __all__ = [  # noqa: RUF022 (plain sorted order)
     "AuthenticationError",
@@ -40,6 +40,7 @@ __all__ = [  # noqa: RUF022 (plain sorted order)
     "ExecutionFailed",
     "ExecutionOptions",
     "ExecutionResult",
+    "HostWorkspace",
     "InvalidOptionsError",
     "LANGUAGES",
     "Language",

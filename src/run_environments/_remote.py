@@ -2,8 +2,10 @@
 an SSH channel, a serverless invocation): the environment supplies how to start, feed, kill
 and wait for one; the deadline, the output bound, the callbacks and the outcome are here.
 
-A remote API may offer no SIGTERM, so at the deadline (or past the output bound) the process
-is killed; the supervisor then waits ``kill_wait`` seconds for its end and its last output.
+At the deadline the process gets SIGTERM (``terminate``), ``kill_grace`` seconds to end, then
+SIGKILL (``kill``); an API that offers no SIGTERM (E2B's SDK) supplies no ``terminate`` and is
+killed at once. Past the output bound it is killed at once. After a kill the supervisor waits
+``kill_wait`` seconds for its end and its last output.
 """
 
 from __future__ import annotations
@@ -30,15 +32,19 @@ class RemoteCalls:
     :param wait: waits for its end: ``(exit code, signal name)``, one of them None.
     :param kill: stops it and everything it started (again: nothing).
     :param feed: sends standard input and closes it (None: the process gets none).
+    :param terminate: asks it to stop (SIGTERM); None where the API cannot.
     """
 
     start: Callable[[Sink], Awaitable[None]]
     wait: Callable[[], Awaitable[tuple[int | None, str | None]]]
     kill: Callable[[], Awaitable[None]]
     feed: Callable[[bytes], Awaitable[None]] | None = None
+    terminate: Callable[[], Awaitable[None]] | None = None
 
 
-async def supervise_remote(calls: RemoteCalls, command: Command, *, kill_wait: float) -> Outcome:
+async def supervise_remote(
+    calls: RemoteCalls, command: Command, *, kill_wait: float, kill_grace: float = 0.5
+) -> Outcome:
     """Run ``command`` through ``calls`` to its end or its deadline, and say what happened.
 
     Exceptions of ``wait`` (and of the caller's callbacks) propagate after the process is
@@ -76,9 +82,14 @@ async def supervise_remote(calls: RemoteCalls, command: Command, *, kill_wait: f
                 ended = await calls.wait()
             if ended is None:
                 timed_out = True
-                await calls.kill()
-                with anyio.move_on_after(kill_wait):  # for the output the kill lets through
-                    ended = await calls.wait()
+                if calls.terminate is not None:
+                    await calls.terminate()
+                    with anyio.move_on_after(kill_grace):
+                        ended = await calls.wait()
+                if ended is None:
+                    await calls.kill()
+                    with anyio.move_on_after(kill_wait):  # for the output the kill lets through
+                        ended = await calls.wait()
             tg.cancel_scope.cancel()
     except BaseException as exc:
         with anyio.CancelScope(shield=True):
@@ -88,9 +99,7 @@ async def supervise_remote(calls: RemoteCalls, command: Command, *, kill_wait: f
         raise
     await out.emit(b"", final=True)
     await err.emit(b"", final=True)
-    code, signal_name = ended if ended is not None else (None, "SIGKILL")
-    if timed_out:
-        code, signal_name = None, "SIGKILL"
+    code, signal_name = ended if ended is not None else (None, "SIGKILL")  # never answered
     return Outcome(
         exit_code=code,
         signal=signal_name,

@@ -15,7 +15,7 @@ import errno
 import os
 import stat
 import tempfile
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from ._errors import InvalidOptionsError
@@ -51,16 +51,6 @@ def reachable_by_others(path: str) -> bool:
         if current == "/":
             return True
         current = os.path.dirname(current)
-
-
-@contextlib.asynccontextmanager
-async def temporary_directory(parent: str | None = None) -> AsyncIterator[str]:
-    """A fresh directory only we can enter, removed with everything in it afterwards."""
-    path = tempfile.mkdtemp(prefix="runenv-", dir=parent or default_parent())
-    try:
-        yield path
-    finally:
-        await soon(remove_tree, path)
 
 
 # -- walking beneath a directory ---------------------------------------------------------
@@ -182,14 +172,23 @@ def write_files(
                 raise InvalidOptionsError(f"cannot write file {describe(relative, exc)}") from None
 
 
-def make_dirs(root: str, relative: str, owner: tuple[int, int] | None = None) -> None:
+def make_dirs(
+    root: str,
+    relative: str,
+    owner: tuple[int, int] | None = None,
+    budget: Budget | None = None,
+) -> None:
     """Make ``root/relative`` and the directories above it, never through a link.
 
     :raises InvalidOptionsError: if a component is a file or a link.
     """
+    parts = split(relative)
+    if budget is not None:
+        for _ in parts:
+            budget.spend()
     with opened(root) as fd:
         try:
-            os.close(open_beneath(fd, split(relative), create=True, owner=owner))
+            os.close(open_beneath(fd, parts, create=True, owner=owner))
         except OSError as exc:
             raise InvalidOptionsError(f"cwd {describe(relative, exc)}") from None
 
@@ -252,6 +251,6 @@ __all__ = [  # with what the removal and off-loop modules provide, for one impor
     "DIRECTORY", "FETCH_LIMIT", "FETCH_TOTAL", "MAX_OPEN_DEPTH", "Budget", "Fetched",
     "OverBudget", "check_tree", "default_parent", "describe", "make_dirs", "off_loop",
     "open_beneath", "open_regular", "opened", "reachable_by_others", "read_files",
-    "remove_entry", "remove_tree", "soon", "split", "temporary_directory",
+    "remove_entry", "remove_tree", "soon", "split",
     "write_file", "write_files",
 ]  # fmt: skip

@@ -45,10 +45,10 @@ class TestLocal(EnvironmentBehaviour):
 
     async def leftovers(self, env: RunEnvironment) -> list[str]:
         assert isinstance(env, LocalRunEnvironment)
-        processes = marked_processes(env._instance)
+        processes = marked_processes(env.instance)
         if processes:  # a killed process may take a moment to disappear
             await anyio.sleep(0.5)
-            processes = marked_processes(env._instance)
+            processes = marked_processes(env.instance)
         return [str(p) for p in self.tmp.iterdir()] + processes
 
     async def test_inherits_the_host_environment(self, env: LocalRunEnvironment) -> None:

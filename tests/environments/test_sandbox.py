@@ -120,14 +120,24 @@ async def test_rlimit_fallback_without_cgroups(shared_tmp: Path) -> None:
 
 
 # -- readiness, options -------------------------------------------------------------------
-async def test_not_ready_without_bubblewrap(shared_tmp: Path) -> None:
-    async with SandboxRunEnvironment(tmp_dir=str(shared_tmp), bwrap="") as env:
-        env._bwrap = None
+async def test_not_ready_without_bubblewrap(
+    shared_tmp: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PATH", str(shared_tmp))  # a PATH with no bwrap on it
+    async with SandboxRunEnvironment(tmp_dir=str(shared_tmp)) as env:
         assert not await env.is_ready()
         status = await env.status()
         assert status.reason == "bubblewrap is not installed (apt-get install bubblewrap)"
         with pytest.raises(EnvironmentUnavailableError, match="bubblewrap is not installed"):
             await env.execute("print(1)")
+
+
+async def test_not_ready_with_a_bubblewrap_that_is_not_a_program(shared_tmp: Path) -> None:
+    missing = shared_tmp / "no-such-bwrap"
+    async with SandboxRunEnvironment(tmp_dir=str(shared_tmp), bwrap=str(missing)) as env:
+        status = await env.status()
+        assert not status.ready
+        assert status.reason == f"bubblewrap {str(missing)!r} is not an executable file"
 
 
 async def test_not_ready_when_bubblewrap_fails(shared_tmp: Path) -> None:
@@ -247,18 +257,17 @@ async def test_a_held_sandbox_that_died_is_replaced_and_released(
     sandbox: SandboxRunEnvironment,
 ) -> None:
     assert (await sandbox.execute("print(1)")).stdout == "1\n"
-    with anyio.fail_after(10):
-        while not sandbox._pool.held:  # the next run's sandbox is being set up
-            await anyio.sleep(0.01)
-    held = next(iter(sandbox._pool.held.values()))
-    assert held.started is not None
-    os.kill(held.started.pid, signal.SIGKILL)
-    with anyio.fail_after(10):
-        while held.started.alive():
+    assert await sandbox.settle()  # the next run's sandbox is set up
+    (held,) = sandbox.held()
+    assert held.pid is not None
+    os.kill(held.pid, signal.SIGKILL)
+    with anyio.fail_after(10):  # dead: a zombie until its parent (we) reaps it
+        while Path(f"/proc/{held.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
             await anyio.sleep(0.01)
     assert (await sandbox.execute("print(2)")).stdout == "2\n"
-    child = held.started.child
-    with anyio.fail_after(10):
-        while not (child.proc.stdout is not None and child.proc.stdout.closed):
+    with anyio.fail_after(10):  # reaped by us, not left as a zombie
+        while os.path.exists(f"/proc/{held.pid}"):
             await anyio.sleep(0.01)
-    assert child.proc.returncode is not None  # reaped by us, not left as a zombie
+    assert await sandbox.settle()
+    (replacement,) = sandbox.held()  # a new one waits for run 3
+    assert replacement.slot != held.slot and replacement.pid not in (None, held.pid)

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import abc
-import contextlib
-from collections.abc import Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 import anyio
 
@@ -15,8 +13,9 @@ from .._errors import LanguageUnavailableError
 from .._languages import LANGUAGES, Language, Toolchain, get_language, resolve
 from .._models import CompileResult, ExecutionOptions, ExecutionResult, encode_text
 from .._process import Outcome
-from .._workspace import check_tree, read_files
+from .._workspace import check_tree
 from .command import Command, build_command
+from .workspace import Workspace
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -131,21 +130,16 @@ def describe_failure(outcome: Outcome, timeout: float) -> str:
     return f"exited with code {outcome.exit_code}"
 
 
-@dataclass(frozen=True)
-class Workspace:
-    """Where a run's files live: ``path`` as the program sees it, ``host`` on this machine
-    (when the workspace is on this machine)."""
-
-    path: str
-    host: str | None = None
+W = TypeVar("W", bound=Workspace)
 
 
-class CommandRunEnvironment(RunEnvironment):
+class CommandRunEnvironment(RunEnvironment, Generic[W]):
     """An environment that runs code as commands in a workspace.
 
-    Subclasses say where: how programs are found (:meth:`_which`), how a workspace is made
-    (:meth:`_workspace`, :meth:`_write`) and how a command runs (:meth:`_run`). The rest, from
-    language lookup to compile step to result, is here once.
+    Subclasses say where: how programs are found (:meth:`_which`), what a workspace is
+    (:meth:`_workspace`, a :class:`~.workspace.Workspace` that writes, reads and removes
+    its files) and how a command runs (:meth:`_run`). The rest, from language lookup to
+    compile step to result, is here once.
     """
 
     cwd_outside: ClassVar[tuple[str, ...]] = ()
@@ -154,6 +148,7 @@ class CommandRunEnvironment(RunEnvironment):
 
     def __init__(self) -> None:
         self._toolchains: dict[str, Toolchain | str] = {}
+        self._workspaces: set[W] = set()
 
     @abc.abstractmethod
     async def _which(self, program: str) -> str | None:
@@ -161,18 +156,14 @@ class CommandRunEnvironment(RunEnvironment):
         environment's preferred Python, if it has one."""
 
     @abc.abstractmethod
-    def _workspace(self) -> contextlib.AbstractAsyncContextManager[Workspace]:
-        """A fresh private workspace, removed when the context ends."""
+    async def _workspace(self) -> W:
+        """A fresh private workspace for one execution (the pipeline removes it)."""
 
     @abc.abstractmethod
-    async def _write(self, workspace: Workspace, files: dict[str, bytes]) -> None:
-        """Write relative path -> content into the workspace."""
-
-    @abc.abstractmethod
-    async def _run(self, command: Command, workspace: Workspace) -> Outcome:
+    async def _run(self, command: Command, workspace: W) -> Outcome:
         """Run ``command`` in the workspace, within its deadline (everything it waits for
-        counts: see :mod:`~.command`), making ``command.directory`` first if it is set,
-        and return its outcome."""
+        counts: see :mod:`~.command`), and return its outcome. ``command.directory``, when
+        set, was made in the workspace already."""
 
     async def _toolchain(self, language: Language) -> Toolchain | str:
         if language.name not in self._toolchains:
@@ -222,8 +213,10 @@ class CommandRunEnvironment(RunEnvironment):
         files = {path: _as_bytes(content) for path, content in options.files.items()}
         files[language.code_filename] = encode_text(code, "code")
         check_tree(files)
-        async with self._workspace() as workspace:
-            await self._write(workspace, files)
+        workspace = await self._workspace()
+        self._workspaces.add(workspace)
+        try:
+            await workspace.write(files)
             compile_argv, run_argv = chain.commands(workspace.path)
             compiled = None
             if compile_argv is not None:
@@ -231,10 +224,11 @@ class CommandRunEnvironment(RunEnvironment):
                 if not compiled.success:
                     return self._compile_failure(compiled, language)
             command = self._command([*run_argv, *options.args], workspace, options, language)
-            outcome = await self._run(command, workspace)
-            fetched = (
-                await self._fetch(workspace, options.fetch_files) if options.fetch_files else {}
-            )
+            outcome = await self._stage(command, workspace)
+            fetched = await workspace.read(options.fetch_files) if options.fetch_files else {}
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self._remove(workspace)
         return ExecutionResult(
             **stage_fields(outcome, options.timeout),
             language=language.name,
@@ -243,15 +237,27 @@ class CommandRunEnvironment(RunEnvironment):
             files=fetched,
         )
 
-    @abc.abstractmethod
-    async def _fetch(self, workspace: Workspace, paths: Sequence[str]) -> dict[str, bytes]:
-        """Read ``paths`` from the workspace after the run (files that exist, as they are);
-        :func:`fetch_from_host` does it for a workspace on this machine."""
+    async def _stage(self, command: Command, workspace: W) -> Outcome:
+        if command.directory is not None:
+            await workspace.make_dir(command.directory)
+        return await self._run(command, workspace)
+
+    async def _remove(self, workspace: W) -> None:
+        try:
+            await workspace.remove()
+        finally:
+            self._workspaces.discard(workspace)
+
+    async def _remove_workspaces(self) -> None:
+        """Remove the workspaces of executions still under way (for :meth:`cleanup`)."""
+        for workspace in list(self._workspaces):
+            with anyio.CancelScope(shield=True):
+                await self._remove(workspace)
 
     def _command(
         self,
         argv: list[str],
-        workspace: Workspace,
+        workspace: W,
         options: ExecutionOptions,
         language: Language,
         compile: bool = False,
@@ -261,10 +267,10 @@ class CommandRunEnvironment(RunEnvironment):
         )
 
     async def _compile(
-        self, argv: list[str], workspace: Workspace, options: ExecutionOptions, language: Language
+        self, argv: list[str], workspace: W, options: ExecutionOptions, language: Language
     ) -> CompileResult:
         command = self._command(argv, workspace, options, language, compile=True)
-        outcome = await self._run(command, workspace)
+        outcome = await self._stage(command, workspace)
         return CompileResult(**stage_fields(outcome, options.compile_timeout))
 
     def _compile_failure(self, compiled: CompileResult, language: Language) -> ExecutionResult:
@@ -276,13 +282,6 @@ class CommandRunEnvironment(RunEnvironment):
             environment=self.name,
             compile=compiled,
         )
-
-
-async def fetch_from_host(workspace: Workspace, paths: Sequence[str]) -> dict[str, bytes]:
-    """``paths`` of a workspace on this machine (see :func:`~.._workspace.read_files`)."""
-    assert workspace.host is not None
-    fetched = await anyio.to_thread.run_sync(read_files, workspace.host, paths)
-    return fetched.files
 
 
 def _as_bytes(content: str | bytes) -> bytes:

@@ -7,7 +7,7 @@ import os
 import shlex
 import signal
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import anyio
@@ -26,8 +26,9 @@ from .._languages import LANGUAGES
 from .._process import Outcome
 from .._remote import RemoteCalls, Sink, supervise_remote
 from .._signals import BY_GO_NAME
-from .base import CommandRunEnvironment, EnvironmentStatus, Workspace
+from .base import CommandRunEnvironment, EnvironmentStatus
 from .command import Command
+from .workspace import Workspace
 
 HOME = "/home/user"
 KILL_WAIT = 2.0
@@ -51,7 +52,7 @@ def _gone(exc: BaseException) -> bool:
     return isinstance(exc, e2b.SandboxNotFoundException | e2b.SandboxNotRunningException)
 
 
-class E2BRunEnvironment(CommandRunEnvironment):
+class E2BRunEnvironment(CommandRunEnvironment["E2BWorkspace"]):
     """Runs code in an E2B sandbox, created from ``template`` on first use and reused.
 
     :param template: the sandbox template.
@@ -188,43 +189,64 @@ class E2BRunEnvironment(CommandRunEnvironment):
         for name, path in zip(names, found, strict=False):
             self._found[name] = path.strip() if path.strip() not in ("", "-") else None
 
-    @contextlib.asynccontextmanager
-    async def _workspace(self) -> AsyncIterator[Workspace]:
+    async def _workspace(self) -> E2BWorkspace:
         path = f"{HOME}/runenv-{uuid.uuid4().hex[:12]}"
         async with self._calls() as sandbox:
             await sandbox.files.make_dir(path)
-        try:
-            yield Workspace(path)
-        finally:
-            with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
-                async with self._calls() as sandbox:
-                    await sandbox.files.remove(path)
+        return E2BWorkspace(path, self._calls)
 
-    async def _write(self, workspace: Workspace, files: dict[str, bytes]) -> None:
+    async def _run(self, command: Command, workspace: E2BWorkspace) -> Outcome:
+        async with self._calls() as sandbox:
+            return await supervise_remote(
+                _remote_calls(sandbox, command), command, kill_wait=KILL_WAIT
+            )
+
+
+class E2BWorkspace(Workspace):
+    """A directory in the E2B sandbox, reached through its files API.
+
+    :param calls: gives the sandbox, with the SDK's errors translated.
+    """
+
+    def __init__(
+        self,
+        path: str,
+        calls: Callable[[], contextlib.AbstractAsyncContextManager[e2b.AsyncSandbox]],
+    ) -> None:
+        super().__init__(path)
+        self._calls = calls
+        self._removed = False
+
+    async def write(self, files: Mapping[str, bytes]) -> None:
         async with self._calls() as sandbox:
             for relative, content in files.items():
-                await sandbox.files.write(f"{workspace.path}/{relative}", content)
+                await sandbox.files.write(f"{self.path}/{relative}", content)
 
-    async def _fetch(self, workspace: Workspace, paths: Sequence[str]) -> dict[str, bytes]:
+    async def make_dir(self, relative: str) -> None:
+        async with self._calls() as sandbox:
+            await sandbox.files.make_dir(f"{self.path}/{relative}")
+
+    async def read(self, paths: Sequence[str]) -> dict[str, bytes]:
         found = {}
         async with self._calls() as sandbox:
             for relative in paths:
                 try:
-                    data = await sandbox.files.read(f"{workspace.path}/{relative}", format="bytes")
-                except e2b.NotFoundException:
-                    continue
-                except e2b.SandboxException:
-                    continue  # not a regular file, or out of reach
+                    data = await sandbox.files.read(f"{self.path}/{relative}", format="bytes")
+                except e2b.SandboxException as exc:
+                    if _gone(exc):
+                        raise
+                    continue  # missing, not a regular file, or out of reach
                 found[relative] = bytes(data)
         return found
 
-    async def _run(self, command: Command, workspace: Workspace) -> Outcome:
-        async with self._calls() as sandbox:
-            if command.directory is not None:
-                await sandbox.files.make_dir(command.cwd)
-            return await supervise_remote(
-                _remote_calls(sandbox, command), command, kill_wait=KILL_WAIT
-            )
+    async def remove(self) -> None:
+        if self._removed:
+            return
+        self._removed = True
+        # The sandbox may be gone (then so is the directory): nothing to do.
+        with contextlib.suppress(RunEnvironmentError):
+            async with self._calls() as sandbox:
+                await sandbox.files.remove(self.path)
 
 
 class _CallbackError(Exception):

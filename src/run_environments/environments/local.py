@@ -2,31 +2,24 @@
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import os
 import shutil
 import sys
 import uuid
-from collections.abc import AsyncIterator, Sequence
 
 from .._errors import InvalidOptionsError
+from .._offload import off_loop
 from .._process import Outcome, ProcessGroups, kill_marked, run_process
-from .._workspace import (
-    make_dirs,
-    remove_tree,
-    soon,
-    temporary_directory,
-    write_files,
-)
-from .base import CommandRunEnvironment, Workspace, fetch_from_host
+from .base import CommandRunEnvironment
 from .command import Command
+from .workspace import HostWorkspace
 
 MARKER = "RUNENV_RUN"
 """Set in every program's environment, so that descendants that escaped are found."""
 
 
-class LocalRunEnvironment(CommandRunEnvironment):
+class LocalRunEnvironment(CommandRunEnvironment[HostWorkspace]):
     """Runs code as a plain local subprocess. Fast, and not isolated: use it for trusted code.
 
     :param inherit_env: start from this process's environment (the default) or, when false,
@@ -56,8 +49,9 @@ class LocalRunEnvironment(CommandRunEnvironment):
         self._tmp_dir = tmp_dir
         self._kill_grace = kill_grace
         self._groups = ProcessGroups()
-        self._workspaces: set[str] = set()
-        self._instance = uuid.uuid4().hex
+        self.instance = uuid.uuid4().hex
+        """Every program this environment starts has ``RUNENV_RUN`` set to a value that
+        begins with it (so that escaped descendants are found)."""
         self._runs = itertools.count()
         self._path = path if path is not None else os.environ.get("PATH", os.defpath)
         self._python = python or sys.executable or None
@@ -67,22 +61,10 @@ class LocalRunEnvironment(CommandRunEnvironment):
             return self._python
         return shutil.which(program, path=self._path)
 
-    @contextlib.asynccontextmanager
-    async def _workspace(self) -> AsyncIterator[Workspace]:
-        async with temporary_directory(self._tmp_dir) as path:
-            self._workspaces.add(path)
-            try:
-                yield Workspace(path, host=path)
-            finally:
-                self._workspaces.discard(path)
+    async def _workspace(self) -> HostWorkspace:
+        return HostWorkspace.create(self._tmp_dir)
 
-    async def _fetch(self, workspace: Workspace, paths: Sequence[str]) -> dict[str, bytes]:
-        return await fetch_from_host(workspace, paths)
-
-    async def _write(self, workspace: Workspace, files: dict[str, bytes]) -> None:
-        await soon(write_files, workspace.path, files, None)
-
-    def _environment(self, workspace: Workspace, command: Command) -> dict[bytes, bytes]:
+    def _environment(self, workspace: HostWorkspace, command: Command) -> dict[bytes, bytes]:
         # Bytes throughout: the child gets bytes anyway, and decoding os.environ to
         # encode it again is a measurable part of starting a small program.
         if self._inherit_env:
@@ -93,11 +75,13 @@ class LocalRunEnvironment(CommandRunEnvironment):
         env.update((os.fsencode(k), os.fsencode(v)) for k, v in command.env.items())
         return env
 
-    async def _run(self, command: Command, workspace: Workspace) -> Outcome:
+    async def _run(self, command: Command, workspace: HostWorkspace) -> Outcome:
+        outside = command.directory is None and command.cwd != workspace.path
+        if outside and not await off_loop(os.path.isdir, command.cwd):
+            raise InvalidOptionsError(f"cwd {command.cwd!r} is not a directory")
         env = self._environment(workspace, command)
-        run_id = f"{self._instance}.{next(self._runs)}"
+        run_id = f"{self.instance}.{next(self._runs)}"
         env[MARKER.encode()] = run_id.encode()
-        _working_directory(workspace, command)
         stopped = True
         try:
             outcome = await run_process(
@@ -121,17 +105,8 @@ class LocalRunEnvironment(CommandRunEnvironment):
     async def cleanup(self) -> None:
         """Kill every program this environment started and remove every workspace left."""
         self._groups.kill_all()
-        kill_marked(MARKER, self._instance)
-        for path in list(self._workspaces):
-            await soon(remove_tree, path)
-
-
-def _working_directory(workspace: Workspace, command: Command) -> None:
-    """Make the command's directory in the workspace, or check the one outside it."""
-    if command.directory is not None:
-        make_dirs(workspace.path, command.directory)
-    elif command.cwd != workspace.path and not os.path.isdir(command.cwd):
-        raise InvalidOptionsError(f"cwd {command.cwd!r} is not a directory")
+        kill_marked(MARKER, self.instance)
+        await self._remove_workspaces()
 
 
 def _host_environment() -> dict[bytes, bytes]:

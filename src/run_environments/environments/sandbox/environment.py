@@ -9,37 +9,28 @@ import os
 import shutil
 import time
 import weakref
-from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+
+import anyio
 
 from ..._errors import EnvironmentUnavailableError, InvalidOptionsError, RunEnvironmentError
 from ..._handles import ProcessHandle
 from ..._languages import get_language
 from ..._models import ExecutionOptions, Limits
 from ..._process import Outcome, ProcessGroups, supervise
-from ..._workspace import (
-    check_tree,
-    default_parent,
-    off_loop,
-    reachable_by_others,
-    remove_tree,
-    soon,
-)
-from ..base import (
-    CommandRunEnvironment,
-    EnvironmentStatus,
-    Workspace,
-    fetch_from_host,
-)
+from ..._workspace import default_parent, off_loop, reachable_by_others, soon
+from ..base import CommandRunEnvironment, EnvironmentStatus
 from ..command import Command
 from . import bwrap as bubblewrap
 from . import cgroups as _cgroups
-from . import mounts, readiness, seccomp
+from . import mounts, readiness
 from .identities import DEFAULT_RANGE, Identities
 from .instance import InstanceDirectory, mounted_beneath, new_instance, sweep
 from .launch import Sandbox, move_entries
-from .outcomes import DEFAULT_LIMITS, disk, enforceable, limit_argv, too_late, translate
+from .launcher import Launcher
+from .outcomes import DEFAULT_LIMITS, enforceable, too_late, translate
 from .pool import Pool, Shape
-from .workspaces import Executions
+from .workspaces import Execution, Executions
 
 SHELL = get_language("bash")
 
@@ -52,7 +43,19 @@ def _close_all() -> None:
         env.close_now()
 
 
-class SandboxRunEnvironment(CommandRunEnvironment):
+@dataclass(frozen=True)
+class HeldSandbox:
+    """A sandbox started ahead and waiting for a run (see ``prestart``)."""
+
+    pid: int | None
+    """bubblewrap's process, or None if it is gone already."""
+    slot: str
+    """Its directory on the host."""
+    cgroup: str | None
+    """Its cgroup's directory (the first hierarchy's, on cgroup v1)."""
+
+
+class SandboxRunEnvironment(CommandRunEnvironment[Execution]):
     """Runs code isolated on this machine, for code you did not write.
 
     Each run gets its own user, PID, mount, IPC, UTS, cgroup and network namespaces
@@ -98,7 +101,6 @@ class SandboxRunEnvironment(CommandRunEnvironment):
         self.limits = limits.over(DEFAULT_LIMITS) if limits is not None else DEFAULT_LIMITS
         self._kill_grace = kill_grace
         self._bwrap = bwrap or shutil.which("bwrap")
-        self._prlimit = shutil.which("prlimit", path=bubblewrap.PATH)
         self._identities = Identities(identities) if os.geteuid() == 0 else None
         self._tmp_dir = tmp_dir or default_parent(shared=self._identities is not None)
         if self._identities is not None and not reachable_by_others(self._tmp_dir):
@@ -115,11 +117,19 @@ class SandboxRunEnvironment(CommandRunEnvironment):
         self._home = InstanceDirectory(self._tmp_dir, self._instance)
         self._executions = Executions(self._home, self._identities, mount=self._mount_workspaces)
         self._keeper = _cgroups.Keeper(self._cgroups, self._instance)
+        self._launcher = Launcher(
+            home=self._home,
+            executions=self._executions,
+            keeper=self._keeper,
+            network=network,
+            prlimit=shutil.which("prlimit", path=bubblewrap.PATH),
+            cgroups_in_use=self._cgroups is not None,
+        )
         self._groups = ProcessGroups()
-        self._slots: set[str] = set()
-        self._pool = Pool(self._start_ahead, lambda sandbox: self._dispose(sandbox, back_to=None))
+        self._pool = Pool(
+            self._start_ahead, lambda sandbox: self._launcher.dispose(sandbox, back_to=None)
+        )
         _OPEN.add(self)
-        self._static: list[str] | None = None
         self._problem: str | None = None
         self._checked = False
 
@@ -137,19 +147,21 @@ class SandboxRunEnvironment(CommandRunEnvironment):
         )
         if self._problem is None:
             await off_loop(sweep, self._tmp_dir, self._cgroups)  # what dead owners left
-            self._static = await off_loop(
+            self._launcher.static = await off_loop(
                 bubblewrap.probe_static_arguments, self._bwrap, self.network
             )
+            workspace = await self._workspace()
             try:
-                async with self._workspace() as workspace:
-                    probe = self._command(
-                        ["/bin/sh", "-c", "exit 0"], workspace, ExecutionOptions(), SHELL
-                    )
-                    outcome = await self._sandboxed(probe, workspace, prestart=False)
+                probe = self._command(
+                    ["/bin/sh", "-c", "exit 0"], workspace, ExecutionOptions(), SHELL
+                )
+                outcome = await self._sandboxed(probe, workspace, prestart=False)
                 if outcome.exit_code != 0:
                     self._problem = "a test run failed: " + outcome.stderr.decode(errors="replace")
             except RunEnvironmentError as exc:
                 self._problem = str(exc)
+            finally:
+                await workspace.remove()
         self._checked = True
         return self._problem
 
@@ -174,25 +186,11 @@ class SandboxRunEnvironment(CommandRunEnvironment):
         return shutil.which(program, path=bubblewrap.PATH)
 
     # -- workspace ------------------------------------------------------------------------
-    @contextlib.asynccontextmanager
-    async def _workspace(self) -> AsyncIterator[Workspace]:
-        execution = self._executions.open()
-        try:
-            yield Workspace(bubblewrap.WORKDIR, host=execution.host)
-        finally:
-            await self._executions.close(execution)
-
-    async def _fetch(self, workspace: Workspace, paths: Sequence[str]) -> dict[str, bytes]:
-        return await fetch_from_host(workspace, paths)
-
-    async def _write(self, workspace: Workspace, files: dict[str, bytes]) -> None:
-        """Keep the files until the first stage: they are written as its identity."""
-        assert workspace.host is not None
-        check_tree(files)
-        self._executions[workspace.host].pending.update(files)
+    async def _workspace(self) -> Execution:
+        return self._executions.open()
 
     # -- running --------------------------------------------------------------------------
-    async def _run(self, command: Command, workspace: Workspace) -> Outcome:
+    async def _run(self, command: Command, workspace: Execution) -> Outcome:
         problem = await self._check()
         if problem is not None:
             raise EnvironmentUnavailableError(f"the sandbox cannot run here: {problem}")
@@ -200,20 +198,11 @@ class SandboxRunEnvironment(CommandRunEnvironment):
         env.update(command.env)
         return await self._sandboxed(dataclasses.replace(command, env=env), workspace)
 
-    def _limit_argv(self, limits: Limits) -> list[str]:
-        return limit_argv(self._prlimit, limits, cgroups_in_use=self._cgroups is not None)
-
-    def _static_arguments(self) -> list[str]:
-        assert self._static is not None, "the readiness check comes first"
-        return self._static
-
     async def _sandboxed(
-        self, command: Command, workspace: Workspace, prestart: bool = True
+        self, command: Command, execution: Execution, prestart: bool = True
     ) -> Outcome:
         """Run ``command`` in a sandbox: one started ahead for its shape, or a new one; the
         wait for either counts against the command's deadline."""
-        assert workspace.host is not None
-        execution = self._executions[workspace.host]
         shape = Shape(
             argv=command.argv,
             env=tuple(command.env.items()),
@@ -228,13 +217,13 @@ class SandboxRunEnvironment(CommandRunEnvironment):
             execution.user, sandbox.holds_identity = sandbox.user, False
         elif first:
             execution.user = self._executions.acquire()
-        await soon(self._executions.prepare, execution, command.directory, shape.limits)
+        await soon(self._executions.prepare, execution, shape.limits)
         if sandbox is None:
             try:
-                sandbox = await self._launch(
+                sandbox = await self._launcher.launch(
                     shape,
                     user=execution.user,
-                    staging=workspace.host,
+                    staging=execution.host,
                     direct=execution.mounted,
                     timeout=max(command.remaining(), 0.001),
                 )
@@ -243,7 +232,7 @@ class SandboxRunEnvironment(CommandRunEnvironment):
                     raise
                 return too_late(command)  # its time went on waiting for a sandbox
         else:
-            await soon(move_entries, workspace.host, sandbox.slot)
+            await soon(move_entries, execution.host, sandbox.slot)
         assert sandbox.started is not None
         try:
             sandbox.started.at = time.perf_counter()
@@ -259,7 +248,7 @@ class SandboxRunEnvironment(CommandRunEnvironment):
                 release=sandbox.release,
             )
         finally:
-            usage = await self._dispose(sandbox, back_to=workspace.host)
+            usage = await self._launcher.dispose(sandbox, back_to=execution.host)
         if prestart and self.prestart:
             self._pool.prestart(shape)  # after the run, so that it does not compete with it
         if not sandbox.made:
@@ -267,65 +256,15 @@ class SandboxRunEnvironment(CommandRunEnvironment):
             raise EnvironmentUnavailableError(f"the sandbox did not start: {message}")
         return translate(outcome, usage)
 
-    async def _launch(
-        self,
-        shape: Shape,
-        *,
-        user: tuple[int, int] | None,
-        staging: str | None,
-        direct: bool = False,
-        timeout: float,
-        held: bool = False,
-    ) -> Sandbox:
-        """Start a sandbox for ``shape`` as ``user``; with ``staging``, its files go in first
-        (so that a working directory among them exists when bubblewrap sets up), or with
-        ``direct`` the staging directory itself is bound. With ``held``, the sandbox holds
-        ``user`` and gives it back when it is disposed of."""
-        if direct and staging is not None:
-            slot = staging
-        else:
-            slot = self._home.mkdtemp("slot-")
-            self._slots.add(slot)
-            if user is not None:
-                os.chown(slot, *user)
-        sandbox = Sandbox(slot, None, user)
-        sandbox.holds_identity = held
-        back_to = None if direct else staging
+    async def _start_ahead(self, shape: Shape) -> Sandbox | None:
+        """A sandbox for the next run of ``shape``, holding an identity of its own."""
         try:
-            if back_to is not None:
-                await soon(move_entries, back_to, slot)
-            sandbox.cgroup = self._keeper.new(shape.limits)
-            await sandbox.start(
-                [*self._limit_argv(shape.limits), *shape.argv],
-                static=self._static_arguments(),
-                seccomp_filter=seccomp.compile_filter(self.network),
-                tmp_size=disk(shape.limits),
-                shm_size=disk(shape.limits),
-                cwd=shape.cwd,
-                env=dict(shape.env),
-                timeout=timeout,
+            user = self._executions.acquire()
+            return await self._launcher.launch(
+                shape, user=user, staging=None, timeout=30, held=True
             )
-        except BaseException:
-            await self._dispose(sandbox, back_to=back_to)
-            raise
-        return sandbox
-
-    async def _dispose(self, sandbox: Sandbox, *, back_to: str | None) -> _cgroups.Usage | None:
-        """Stop ``sandbox`` if it still runs, return its files, remove its slot and cgroup,
-        and give back the identity it still holds (one started ahead and never claimed)."""
-        await self._stop(sandbox)
-        usage = sandbox.cgroup.usage() if sandbox.cgroup is not None else None
-        if sandbox.slot in self._slots:
-            if back_to is not None:
-                await soon(move_entries, sandbox.slot, back_to)
-            await soon(remove_tree, sandbox.slot)
-            self._slots.discard(sandbox.slot)
-        if sandbox.cgroup is not None:
-            await self._keeper.retire(sandbox.cgroup)
-        if sandbox.holds_identity:
-            self._executions.release(sandbox.user)
-            sandbox.holds_identity = False
-        return usage
+        except Exception:
+            return None  # the next run starts its own sandbox, and reports what goes wrong
 
     # -- long-lived processes (the E2B-compatible service) -------------------------------
     async def open_process(
@@ -347,40 +286,17 @@ class SandboxRunEnvironment(CommandRunEnvironment):
         problem = await self._check()
         if problem is not None:
             raise EnvironmentUnavailableError(f"the sandbox cannot run here: {problem}")
-        limits = (limits or Limits()).over(self.limits)
-        sandbox = Sandbox(home, self._keeper.new(limits), user)
-        try:
-            await sandbox.start(
-                [*self._limit_argv(limits), *argv],
-                static=self._static_arguments(),
-                seccomp_filter=seccomp.compile_filter(self.network),
-                tmp_size=None,
-                shm_size=disk(limits),
-                cwd=cwd,
-                env=env,
-                timeout=timeout,
-                workdir=workdir,
-                binds=binds,
-            )
-        except BaseException:
-            await self._close_process(sandbox)
-            raise
-        sandbox.release()
-        assert sandbox.started is not None
-        return ProcessHandle(sandbox.started, lambda: self._close_process(sandbox))
-
-    async def _close_process(self, sandbox: Sandbox) -> None:
-        """Stop the process if it still runs, and remove its cgroup."""
-        await self._stop(sandbox)
-        if sandbox.cgroup is not None:
-            await self._keeper.retire(sandbox.cgroup)
-
-    @staticmethod
-    async def _stop(sandbox: Sandbox) -> None:
-        """Stop, reap and close the sandbox's processes and descriptors (again: nothing)."""
-        if sandbox.started is not None:
-            await sandbox.started.abandon()
-        sandbox.close_descriptors()
+        return await self._launcher.open_process(
+            argv,
+            home=home,
+            workdir=workdir,
+            binds=binds,
+            cwd=cwd,
+            env=env,
+            user=user,
+            limits=(limits or Limits()).over(self.limits),
+            timeout=timeout,
+        )
 
     def acquire_identity(self) -> tuple[int, int] | None:
         """A host identity of its own for a long-lived user of :meth:`open_process` (None
@@ -400,13 +316,35 @@ class SandboxRunEnvironment(CommandRunEnvironment):
         it (before :meth:`cleanup`)."""
         return self._home.mkdtemp(prefix)
 
-    async def _start_ahead(self, shape: Shape) -> Sandbox | None:
-        """A sandbox for the next run of ``shape``, holding an identity of its own."""
-        try:
-            user = self._executions.acquire()
-            return await self._launch(shape, user=user, staging=None, timeout=30, held=True)
-        except Exception:
-            return None  # the next run starts its own sandbox, and reports what goes wrong
+    # -- what it holds (for monitoring, and for tests that look for leaks) ----------------
+    @property
+    def instance(self) -> str:
+        """The name of this environment's host directory (``runenv-<instance>`` in
+        ``tmp_dir``) and the prefix of its cgroups' names."""
+        return self._instance
+
+    def uids_used(self) -> frozenset[int]:
+        """Every host uid this environment has run something as (empty when not root)."""
+        return frozenset(self._identities.used) if self._identities is not None else frozenset()
+
+    def held(self) -> tuple[HeldSandbox, ...]:
+        """The sandboxes started ahead and waiting for a run."""
+        return tuple(
+            HeldSandbox(
+                pid=s.started.pid if s.started is not None and s.started.alive() else None,
+                slot=s.slot,
+                cgroup=str(s.cgroup.directories[0]) if s.cgroup is not None else None,
+            )
+            for s in self._pool.held.values()
+        )
+
+    async def settle(self, timeout: float = 10) -> bool:
+        """Wait up to ``timeout`` seconds for the work done in the background (sandboxes
+        being started ahead or disposed of) to end; whether it did."""
+        with anyio.move_on_after(timeout):
+            await self._pool.settle()
+            return True
+        return False
 
     async def cleanup(self) -> None:
         """Kill every sandbox still running or started ahead, and remove every workspace,
@@ -415,9 +353,7 @@ class SandboxRunEnvironment(CommandRunEnvironment):
         self._groups.kill_all()
         await self._keeper.close()
         await self._executions.close_all()
-        for path in list(self._slots):
-            await off_loop(remove_tree, path)
-        self._slots.clear()
+        await self._launcher.close()
         await off_loop(self._home.close)
 
     def close_now(self) -> None:

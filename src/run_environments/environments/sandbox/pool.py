@@ -89,6 +89,12 @@ class Pool:
         task.add_done_callback(self.tasks.discard)
         return task
 
+    async def settle(self) -> None:
+        """Wait for the background work of this event loop (set-ups, disposals) to end."""
+        loop = asyncio.get_running_loop()
+        while tasks := {task for task in self.tasks if task.get_loop() is loop}:
+            await asyncio.wait(tasks)
+
     async def close(self) -> None:
         """Stop setting up, let disposals finish, dispose of every sandbox held."""
         loop = asyncio.get_running_loop()

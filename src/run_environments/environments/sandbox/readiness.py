@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from ..._errors import EnvironmentUnavailableError
@@ -21,6 +22,8 @@ def static_problem(
     account database)."""
     if bwrap is None:
         return "bubblewrap is not installed (apt-get install bubblewrap)"
+    if not os.access(bwrap, os.X_OK) or not os.path.isfile(bwrap):
+        return f"bubblewrap {bwrap!r} is not an executable file"
     if not Path("/proc/self/ns/user").exists():
         return "this kernel has no user namespaces"
     try:

@@ -4,25 +4,43 @@ no cgroup bounds them, removed with everything in them, their identity then give
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 
 from ..._models import Limits
-from ..._workspace import Budget, make_dirs, remove_tree, soon, write_files
+from ..._workspace import Budget, make_dirs, off_loop, read_files, remove_tree, soon, write_files
+from ..workspace import Workspace
+from . import bwrap as bubblewrap
 from . import mounts
 from .identities import Identities
 from .instance import InstanceDirectory
 from .outcomes import disk
 
 
-@dataclass
-class Execution:
-    """One execution's workspace on the host, and the identity its stages run as."""
+class Execution(Workspace):
+    """One execution's workspace: a host directory bound into its sandboxes at
+    ``/workspace``. What is written and made waits for the first stage, which decides the
+    identity the files belong to (a sandbox started ahead comes with its own)."""
 
-    host: str
-    pending: dict[str, bytes] = dataclasses.field(default_factory=dict)
-    user: tuple[int, int] | None = None
-    mounted: bool = False
+    def __init__(self, owner: Executions, host: str) -> None:
+        super().__init__(bubblewrap.WORKDIR)
+        self.host = host
+        self.pending: dict[str, bytes] = {}
+        self.directories: list[str] = []
+        self.user: tuple[int, int] | None = None
+        self.mounted = False
+        self._owner = owner
+
+    async def write(self, files: Mapping[str, bytes]) -> None:
+        self.pending.update(files)
+
+    async def make_dir(self, relative: str) -> None:
+        self.directories.append(relative)
+
+    async def read(self, paths: Sequence[str]) -> dict[str, bytes]:
+        return (await off_loop(read_files, self.host, paths)).files
+
+    async def remove(self) -> None:
+        await self._owner.close(self)
 
 
 class Executions:
@@ -38,12 +56,9 @@ class Executions:
         self._open: dict[str, Execution] = {}
 
     def open(self) -> Execution:
-        execution = Execution(self.home.mkdtemp("ws-"))
+        execution = Execution(self, self.home.mkdtemp("ws-"))
         self._open[execution.host] = execution
         return execution
-
-    def __getitem__(self, host: str) -> Execution:
-        return self._open[host]
 
     def acquire(self) -> tuple[int, int] | None:
         """An identity for a run (None when not root: everything runs as our own user)."""
@@ -54,14 +69,8 @@ class Executions:
         if identity is not None and self.identities is not None:
             self.identities.release(identity)
 
-    def prepare(
-        self,
-        execution: Execution,
-        directory: str | None,
-        limits: Limits,
-        budget: Budget | None = None,
-    ) -> None:
-        """Write the pending files and make the working directory, as the execution's
+    def prepare(self, execution: Execution, limits: Limits, budget: Budget | None = None) -> None:
+        """Write the pending files and make the pending directories, as the execution's
         identity, through directory descriptors (a stage before may have planted links).
         Without cgroups, the workspace first becomes a file system of ``limits.disk``."""
         if self.mount and not execution.mounted:
@@ -69,16 +78,20 @@ class Executions:
             execution.mounted = True
         write_files(execution.host, execution.pending, execution.user, budget)
         execution.pending = {}
-        if directory is not None:
-            make_dirs(execution.host, directory, execution.user)
+        while execution.directories:
+            make_dirs(execution.host, execution.directories[0], execution.user, budget)
+            execution.directories.pop(0)
 
     async def close(self, execution: Execution) -> None:
-        """Remove an execution's workspace, then give its identity back."""
+        """Remove an execution's workspace, then give its identity back (again: nothing)."""
+        if execution.host not in self._open:
+            return
         if execution.mounted:
             mounts.unmount(execution.host)
+            execution.mounted = False
         await soon(remove_tree, execution.host)
-        self._open.pop(execution.host, None)
-        self.release(execution.user)
+        if self._open.pop(execution.host, None) is not None:
+            self.release(execution.user)
 
     async def close_all(self) -> None:
         for execution in list(self._open.values()):
