@@ -93,8 +93,8 @@ class TestLocal(EnvironmentBehaviour):
             assert await env.is_ready()
 
     async def test_not_ready_without_any_tool(self, tmp_path: Path) -> None:
-        async with LocalRunEnvironment(path=str(tmp_path)) as env:
-            env._toolchains["python"] = "python3 not found"  # as on a machine without Python
+        nothing = str(tmp_path / "python")  # a machine without Python, or any other tool
+        async with LocalRunEnvironment(path=str(tmp_path), python=nothing) as env:
             status = await env.status()
             assert not status.ready
             assert status.reason

@@ -58,7 +58,8 @@ class LocalRunEnvironment(CommandRunEnvironment[HostWorkspace]):
 
     async def _which(self, program: str) -> str | None:
         if program == "{python}":
-            return self._python
+            usable = self._python is not None and os.access(self._python, os.X_OK)
+            return self._python if usable else None
         return shutil.which(program, path=self._path)
 
     async def _workspace(self) -> HostWorkspace:
