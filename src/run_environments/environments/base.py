@@ -227,8 +227,7 @@ class CommandRunEnvironment(RunEnvironment, Generic[W]):
             outcome = await self._stage(command, workspace)
             fetched = await workspace.read(options.fetch_files) if options.fetch_files else {}
         finally:
-            with anyio.CancelScope(shield=True):
-                await self._remove(workspace)
+            await self._remove(workspace)  # to its end even when cancelled (see Workspace)
         return ExecutionResult(
             **stage_fields(outcome, options.timeout),
             language=language.name,

@@ -244,7 +244,7 @@ class E2BWorkspace(Workspace):
             return
         self._removed = True
         # The sandbox may be gone (then so is the directory): nothing to do.
-        with contextlib.suppress(RunEnvironmentError):
+        with anyio.CancelScope(shield=True), contextlib.suppress(RunEnvironmentError):
             async with self._calls() as sandbox:
                 await sandbox.files.remove(self.path)
 

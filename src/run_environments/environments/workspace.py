@@ -41,7 +41,8 @@ class Workspace(abc.ABC):
 
     @abc.abstractmethod
     async def remove(self) -> None:
-        """Remove the workspace with everything in it (again: nothing)."""
+        """Remove the workspace with everything in it (again: nothing), to the end even
+        when the task is cancelled (shielded, where it waits)."""
 
 
 class HostWorkspace(Workspace):

@@ -39,7 +39,7 @@ from .._workspace import (
     remove_entry,
     remove_tree,
 )
-from ..environments.sandbox import SandboxRunEnvironment, mounts
+from ..environments.sandbox import LongLived, SandboxRunEnvironment, mounts
 from ..environments.sandbox import bwrap as bubblewrap
 from .admission import Admission
 from .envd_process import Event, Follower, Process
@@ -118,15 +118,16 @@ class Session:
         slot = self.admission.slot()
         await slot.__aenter__()
         try:
-            handle = await self.env.open_process(
-                argv,
+            spec = LongLived(
+                argv=tuple(argv),
                 home=self.bases[HOME],
                 workdir=HOME,
-                binds=[(self.bases[TMP], TMP)],
+                binds=((self.bases[TMP], TMP),),
                 cwd=cwd,
                 env=env,
                 user=self.user,
             )
+            handle = await self.env.open_process(spec)
         except BaseException:
             await slot.__aexit__(None, None, None)
             raise

@@ -27,7 +27,7 @@ from . import mounts, readiness
 from .identities import DEFAULT_RANGE, Identities
 from .instance import InstanceDirectory, mounted_beneath, new_instance, sweep
 from .launch import Sandbox, move_entries
-from .launcher import Launcher
+from .launcher import Launcher, LongLived
 from .outcomes import DEFAULT_LIMITS, enforceable, too_late, translate
 from .pool import Pool, Shape
 from .workspaces import Execution, Executions
@@ -267,36 +267,14 @@ class SandboxRunEnvironment(CommandRunEnvironment[Execution]):
             return None  # the next run starts its own sandbox, and reports what goes wrong
 
     # -- long-lived processes (the E2B-compatible service) -------------------------------
-    async def open_process(
-        self,
-        argv: list[str],
-        *,
-        home: str,
-        workdir: str,
-        binds: list[tuple[str, str]],
-        cwd: str,
-        env: dict[str, str],
-        user: tuple[int, int] | None,
-        limits: Limits | None = None,
-        timeout: float = 30,
-    ) -> ProcessHandle:
-        """Start ``argv`` as ``user`` (from :meth:`acquire_identity`) in a sandbox whose
-        ``workdir`` is the host directory ``home`` (kept between processes), with ``binds``
-        as further writable directories, and let it run; the handle drives it to its end."""
+    async def open_process(self, spec: LongLived) -> ProcessHandle:
+        """Start a long-lived process (its ``user`` from :meth:`acquire_identity`) and let
+        it run; the handle drives it to its end."""
         problem = await self._check()
         if problem is not None:
             raise EnvironmentUnavailableError(f"the sandbox cannot run here: {problem}")
-        return await self._launcher.open_process(
-            argv,
-            home=home,
-            workdir=workdir,
-            binds=binds,
-            cwd=cwd,
-            env=env,
-            user=user,
-            limits=(limits or Limits()).over(self.limits),
-            timeout=timeout,
-        )
+        limits = spec.limits.over(self.limits)
+        return await self._launcher.open_process(dataclasses.replace(spec, limits=limits))
 
     def acquire_identity(self) -> tuple[int, int] | None:
         """A host identity of its own for a long-lived user of :meth:`open_process` (None

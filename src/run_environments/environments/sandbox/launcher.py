@@ -4,7 +4,9 @@ the E2B-compatible service, which live in a directory kept between processes."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
+from dataclasses import dataclass
 
 from ..._handles import ProcessHandle
 from ..._models import Limits
@@ -16,6 +18,27 @@ from .launch import Sandbox, move_entries
 from .outcomes import disk, limit_argv
 from .pool import Shape
 from .workspaces import Executions
+
+
+@dataclass(frozen=True, kw_only=True)
+class LongLived:
+    """A long-lived process: ``argv`` as ``user`` in a sandbox whose ``workdir`` is the host
+    directory ``home`` (kept between processes), with ``binds`` (host directory, path inside)
+    as further writable directories.
+
+    :param limits: over the environment's own (field by field).
+    :param timeout: seconds for the sandbox to be set up.
+    """
+
+    argv: tuple[str, ...]
+    home: str
+    workdir: str
+    binds: tuple[tuple[str, str], ...]
+    cwd: str
+    env: dict[str, str]
+    user: tuple[int, int] | None
+    limits: Limits = dataclasses.field(default_factory=Limits)
+    timeout: float = 30
 
 
 class Launcher:
@@ -111,22 +134,10 @@ class Launcher:
             sandbox.holds_identity = False
         return usage
 
-    async def open_process(
-        self,
-        argv: list[str],
-        *,
-        home: str,
-        workdir: str,
-        binds: list[tuple[str, str]],
-        cwd: str,
-        env: dict[str, str],
-        user: tuple[int, int] | None,
-        limits: Limits,
-        timeout: float,
-    ) -> ProcessHandle:
-        """Start ``argv`` in a sandbox whose ``workdir`` is the host directory ``home``, and
-        let it run; the handle drives it to its end and removes its cgroup."""
-        sandbox = Sandbox(home, self.keeper.new(limits), user)
+    async def open_process(self, spec: LongLived) -> ProcessHandle:
+        """Start ``spec`` and let it run; the handle drives it to its end and removes its
+        cgroup."""
+        sandbox = Sandbox(spec.home, self.keeper.new(spec.limits), spec.user)
 
         async def close() -> None:
             await stop(sandbox)
@@ -135,16 +146,16 @@ class Launcher:
 
         try:
             await sandbox.start(
-                self._argv(limits, argv),
+                self._argv(spec.limits, spec.argv),
                 static=self._static(),
                 seccomp_filter=seccomp.compile_filter(self.network),
                 tmp_size=None,
-                shm_size=disk(limits),
-                cwd=cwd,
-                env=env,
-                timeout=timeout,
-                workdir=workdir,
-                binds=binds,
+                shm_size=disk(spec.limits),
+                cwd=spec.cwd,
+                env=spec.env,
+                timeout=spec.timeout,
+                workdir=spec.workdir,
+                binds=spec.binds,
             )
         except BaseException:
             await close()
