@@ -13,8 +13,10 @@ from run_environments import RunEnvironmentError
 
 OTHERS = {
     # exceptions that belong to a framework's protocol, raised to that framework
-    ("run_environments.cli", "ClickException"): "click prints it as the command's error",
-    ("run_environments.cli", "UsageError"): "click prints it as a usage error",
+    ("run_environments.cli.common", "Failure"): "a ClickException: click exits with it",
+    ("run_environments.cli.run", "Failure"): "a ClickException: click exits with it",
+    ("run_environments.cli.serve", "Failure"): "a ClickException: click exits with it",
+    ("run_environments.cli.sources", "Failure"): "a ClickException: click exits with it",
     ("run_environments.server.app", "HTTPException"): "FastAPI answers it (401)",
     ("run_environments.server.piston", "HTTPException"): "FastAPI answers it (415)",
     ("run_environments.server.e2b_envd", "ConnectError"): "connectrpc answers it",
@@ -23,6 +25,7 @@ OTHERS = {
     # raised and caught inside the package, never out of it
     ("run_environments._workspace", "OSError"): "callers translate it (describe())",
     ("run_environments._offload", "OverBudget"): "soon() catches it",
+    ("run_environments.cli.common", "Stopped"): "run_until_signalled catches it",
     ("run_environments.environments.sandbox.mounts", "OSError"): "callers suppress it",
 }
 

@@ -17,7 +17,7 @@ from ._errors import (
     UnreachableError,
 )
 from ._languages import LANGUAGES, Language, get_language, language_for_path, language_names
-from ._models import CompileResult, ExecutionOptions, ExecutionResult, Limits
+from ._models import CompileResult, ExecutionOptions, ExecutionResult, Limits, RawOutput
 from ._process import Outcome
 from ._registry import create_environment, environment_names, get_environment_class
 from ._sync import SyncRunEnvironment
@@ -50,6 +50,7 @@ __all__ = [  # noqa: RUF022 (plain sorted order)
     "LocalRunEnvironment",
     "Outcome",
     "RateLimitError",
+    "RawOutput",
     "RunEnvironment",
     "RunEnvironmentError",
     "SandboxRunEnvironment",

@@ -1,9 +1,9 @@
 """The language table: one frozen row per language, and how a row becomes commands.
 
 Argument templates may use ``{file}`` (the code file), ``{dir}`` (the workspace), ``{exe}``
-(the compiled program) and, as the program, ``{python}`` (an interpreter the environment
-chooses: the local one uses the interpreter running this package). The first alternative
-whose program is found is used.
+(the compiled program), ``{class}`` (the code file's name without its suffix) and, as the
+program, ``{python}`` (an interpreter the environment chooses: the local one uses the
+interpreter running this package). The first alternative whose program is found is used.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ class Language:
 
     :param name: the canonical name.
     :param suffix: the code file's suffix.
+    :param suffixes: other suffixes of its files (for choosing the language of a file).
     :param run: alternative argv templates that run the code; the first found is used.
     :param compile: alternative argv templates that compile it, for compiled languages.
     :param aliases: other names accepted for the language.
@@ -33,7 +34,8 @@ class Language:
 
     name: str
     suffix: str
-    run: tuple[Argv, ...]
+    suffixes: tuple[str, ...] = ()
+    run: tuple[Argv, ...] = ()
     compile: tuple[Argv, ...] = ()
     aliases: tuple[str, ...] = ()
     filename: str | None = None
@@ -59,6 +61,7 @@ LANGUAGES: tuple[Language, ...] = (
         name="python",
         aliases=("python3", "py"),
         suffix=".py",
+        suffixes=(".pyw",),
         run=(("{python}", "{file}"), ("python3", "{file}")),
         stream_env={"PYTHONUNBUFFERED": "1"},
         install="python3 (apt-get install python3)",
@@ -67,6 +70,7 @@ LANGUAGES: tuple[Language, ...] = (
         name="javascript",
         aliases=("node", "nodejs", "js"),
         suffix=".js",
+        suffixes=(".mjs", ".cjs"),
         run=(("node", "{file}"),),
         install="node (apt-get install nodejs)",
     ),
@@ -81,6 +85,7 @@ LANGUAGES: tuple[Language, ...] = (
         name="bash",
         aliases=("sh", "shell"),
         suffix=".sh",
+        suffixes=(".bash",),
         run=(("bash", "{file}"),),
         install="bash (apt-get install bash)",
     ),
@@ -95,6 +100,7 @@ LANGUAGES: tuple[Language, ...] = (
         name="perl",
         aliases=("pl",),
         suffix=".pl",
+        suffixes=(".pm",),
         run=(("perl", "{file}"),),
         install="perl (apt-get install perl)",
     ),
@@ -125,6 +131,7 @@ LANGUAGES: tuple[Language, ...] = (
         name="cpp",
         aliases=("c++", "cxx"),
         suffix=".cpp",
+        suffixes=(".cc", ".cxx", ".c++", ".C"),
         compile=(
             ("g++", "-O2", "-std=c++17", "-o", "{exe}", "{file}"),
             ("c++", "-O2", "-std=c++17", "-o", "{exe}", "{file}"),
@@ -154,7 +161,7 @@ LANGUAGES: tuple[Language, ...] = (
         suffix=".java",
         filename="Main.java",
         compile=(("javac", "-d", "{dir}", "{file}"),),
-        run=(("java", "-cp", "{dir}", "Main"),),
+        run=(("java", "-cp", "{dir}", "{class}"),),
         install="a JDK (apt-get install default-jdk)",
     ),
 )
@@ -180,15 +187,54 @@ def get_language(name: str) -> Language:
         raise UnknownLanguageError(name, language_names()) from None
 
 
-def language_for_path(path: str) -> Language:
-    """The language whose code file suffix ``path`` has.
+def language_for_path(path: str, first_line: str | bytes | None = None) -> Language:
+    """The language of the file at ``path``: by its suffix, else by its ``#!`` line
+    (``first_line``, when given).
 
-    :raises UnknownLanguageError: if no language uses that suffix.
+    :raises UnknownLanguageError: if neither says (the message names the suffix).
     """
+    name = path.rsplit("/", 1)[-1]
     for lang in LANGUAGES:
-        if path.endswith(lang.suffix):
+        if any(name.endswith(suffix) for suffix in (lang.suffix, *lang.suffixes)):
             return lang
-    raise UnknownLanguageError(path.rsplit("/", 1)[-1], language_names())
+    if first_line is not None:
+        found = language_for_shebang(first_line)
+        if found is not None:
+            return found
+    suffix = name.rsplit(".", 1)[-1] if "." in name.lstrip(".") else None
+    error = UnknownLanguageError(name, language_names())
+    known = ", ".join(s for lang in LANGUAGES for s in (lang.suffix, *lang.suffixes))
+    said = f"unknown file suffix '.{suffix}'" if suffix else "no file suffix"
+    error.args = (
+        f"{said} of {name!r} and no #! line naming an interpreter: give the language "
+        f"(known suffixes: {known})",
+    )
+    raise error
+
+
+_SHEBANG_NAMES = {"node": "javascript", "nodejs": "javascript", "sh": "bash", "dash": "bash",
+                  "ts-node": "typescript", "python": "python"}  # fmt: skip
+
+
+def language_for_shebang(first_line: str | bytes) -> Language | None:
+    """The language whose interpreter a ``#!`` line names (``#!/usr/bin/env python3``,
+    ``#!/bin/bash``), or None."""
+    line = first_line.decode(errors="replace") if isinstance(first_line, bytes) else first_line
+    if not line.startswith("#!"):
+        return None
+    words = line[2:].split()
+    if words and words[0].rsplit("/", 1)[-1] == "env":
+        words = [w for w in words[1:] if not w.startswith("-") and "=" not in w]
+    if not words:
+        return None
+    program = words[0].rsplit("/", 1)[-1]
+    base = program.rstrip("0123456789.")  # python3.11 -> python
+    for candidate in (program, base):
+        if candidate in _SHEBANG_NAMES:
+            return _BY_NAME[_SHEBANG_NAMES[candidate]]
+        if candidate in _BY_NAME:
+            return _BY_NAME[candidate]
+    return None
 
 
 @dataclass(frozen=True)
@@ -199,12 +245,17 @@ class Toolchain:
     run: Argv
     compile: Argv | None = None
 
-    def commands(self, directory: str) -> tuple[list[str] | None, list[str]]:
-        """The compile argv (or None) and the run argv for a workspace at ``directory``."""
+    def commands(
+        self, directory: str, filename: str | None = None
+    ) -> tuple[list[str] | None, list[str]]:
+        """The compile argv (or None) and the run argv for a workspace at ``directory``
+        whose code file is ``filename`` (default: the language's own name for it)."""
+        filename = filename or self.language.code_filename
         values = {
-            "file": f"{directory}/{self.language.code_filename}",
+            "file": f"{directory}/{filename}",
             "dir": directory,
             "exe": f"{directory}/main",
+            "class": filename.rsplit("/", 1)[-1].rsplit(".", 1)[0],
         }
         compile_argv = [a.format(**values) for a in self.compile] if self.compile else None
         return compile_argv, [a.format(**values) for a in self.run]

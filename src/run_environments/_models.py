@@ -13,9 +13,25 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ._errors import ExecutionFailed, InvalidOptionsError
+from ._languages import get_language
 
 OutputCallback = Callable[[str], Awaitable[None] | None]
 """Receives output text as it arrives; it may be a plain function or a coroutine function."""
+
+
+class RawOutput:
+    """An output callback that receives the program's bytes exactly as it wrote them,
+    where the environment sees bytes (local, sandbox); where it sees only text (E2B, a
+    remote server), the text encoded as UTF-8.
+
+    :param write: called with each chunk; a plain function or a coroutine function.
+    """
+
+    def __init__(self, write: Callable[[bytes], Awaitable[None] | None]) -> None:
+        self.write = write
+
+    def __call__(self, text: str) -> Awaitable[None] | None:
+        return self.write(text.encode())
 
 
 async def deliver(callback: OutputCallback, text: str) -> None:
@@ -164,7 +180,10 @@ class ExecutionOptions:
     :param max_output_bytes: the most kept of each of stdout and stderr; a program that writes
         more is stopped and the result says the stream was truncated.
     :param compile_timeout: wall-clock limit of the compile step of compiled languages.
-    :param fetch_files: workspace-relative paths of files to return in ``result.files``.
+    :param fetch_files: workspace-relative paths of files to return in ``result.files``
+        (those that could not be read are named in ``result.missing_files``).
+    :param filename: the code file's path in the workspace (default: the language's own,
+        such as ``main.py``; a Java file's name is its public class's).
     :param limits: resource limits, for environments that enforce them (see :class:`Limits`).
     :param on_stdout: called with stdout text as it arrives.
     :param on_stderr: called with stderr text as it arrives.
@@ -181,12 +200,14 @@ class ExecutionOptions:
     compile_timeout: float = DEFAULT_COMPILE_TIMEOUT
     limits: Limits = field(default_factory=Limits)
     fetch_files: Sequence[str] = ()
+    filename: str | None = None
     on_stdout: OutputCallback | None = field(default=None, compare=False, repr=False)
     on_stderr: OutputCallback | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.language, str) or not self.language:
             raise InvalidOptionsError("language must be a non-empty string")
+        get_language(self.language)  # an unknown one is an error here, not at execute
         _check_seconds("timeout", self.timeout)
         _check_seconds("compile_timeout", self.compile_timeout)
         if isinstance(self.args, str | bytes) or not all(isinstance(a, str) for a in self.args):
@@ -203,8 +224,8 @@ class ExecutionOptions:
             raise InvalidOptionsError(f"invalid cwd {self.cwd!r}")
         if self.cwd is not None:
             encode_text(self.cwd, "cwd")
-        if not isinstance(self.max_output_bytes, int) or self.max_output_bytes < 0:
-            raise InvalidOptionsError("max_output_bytes must be a non-negative integer")
+        if not isinstance(self.max_output_bytes, int) or self.max_output_bytes < 1:
+            raise InvalidOptionsError("max_output_bytes must be a positive integer")
         if isinstance(self.limits, Mapping):
             try:
                 object.__setattr__(self, "limits", Limits(**self.limits))
@@ -226,6 +247,10 @@ class ExecutionOptions:
                 f"fetch_files names {len(fetch)} paths; at most {MAX_FETCH_FILES}"
             )
         object.__setattr__(self, "fetch_files", tuple(check_relative_path(p) for p in fetch))
+        if self.filename is not None:
+            if not isinstance(self.filename, str):
+                raise InvalidOptionsError("filename must be a relative path")
+            object.__setattr__(self, "filename", check_relative_path(self.filename))
 
     def replace(self, **changes: Any) -> ExecutionOptions:
         """Return a copy with ``changes`` applied (and validated)."""
@@ -290,11 +315,15 @@ class ExecutionResult(_Stage):
     environment: str = ""
     compile: CompileResult | None = None
     files: Mapping[str, bytes] = field(default_factory=dict)
+    missing_files: tuple[str, ...] = ()
+    """The ``fetch_files`` that could not be read (missing, not a regular file, past the
+    size bound)."""
 
     def to_dict(self) -> dict[str, Any]:
         """The result as JSON-ready data; fetched files' contents are base64."""
         data = super().to_dict()
         data["files"] = {k: base64.b64encode(v).decode() for k, v in self.files.items()}
+        data["missing_files"] = list(self.missing_files)
         return data
 
     def check(self) -> ExecutionResult:
@@ -313,4 +342,5 @@ class ExecutionResult(_Stage):
         if fields.get("compile") is not None:
             fields["compile"] = CompileResult.from_dict(fields["compile"])
         fields["files"] = {k: base64.b64decode(v) for k, v in fields.get("files", {}).items()}
+        fields["missing_files"] = tuple(fields.get("missing_files", ()))
         return cls(**fields)

@@ -5,9 +5,10 @@ the same in every environment."""
 from __future__ import annotations
 
 import codecs
+import inspect
 from dataclasses import dataclass, field
 
-from ._models import OutputCallback, deliver
+from ._models import OutputCallback, RawOutput, deliver
 
 
 @dataclass(kw_only=True)
@@ -36,6 +37,12 @@ class OutputBuffer:
         """Give the callback the text of ``chunk`` (multi-byte characters split between
         chunks are decoded whole); with ``final``, what is left."""
         if self.callback is None:
+            return
+        if isinstance(self.callback, RawOutput):
+            if chunk:
+                returned = self.callback.write(chunk)
+                if inspect.isawaitable(returned):
+                    await returned
             return
         text = self.decoder.decode(chunk, final)
         if text:

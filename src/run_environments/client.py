@@ -23,7 +23,7 @@ from ._errors import (
 )
 from ._models import ExecutionOptions, ExecutionResult, deliver
 from ._sync import portal
-from .environments.base import merge_options
+from .environments.base import check_code, merge_options
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 MARGIN = 30.0
@@ -58,7 +58,7 @@ def request_body(code: str, options: ExecutionOptions, environment: str | None) 
 
 def _raise_for(response_status: int, data: Any, headers: httpx.Headers | None = None) -> None:
     error: dict[str, Any] = data.get("error") or {} if isinstance(data, dict) else {}
-    message = error.get("message") or json.dumps(data)[:500]
+    message = error.get("message") or _said(data) or f"HTTP status {response_status}"
     kind = error.get("type")
     if response_status == 401:
         raise AuthenticationError(message, response_status)
@@ -77,10 +77,18 @@ def _raise_for(response_status: int, data: Any, headers: httpx.Headers | None = 
     ):
         raise EnvironmentUnavailableError(message)
     if response_status in (400, 413, 422):
-        if isinstance(data, dict) and "detail" in data:
-            message = "; ".join(str(d.get("msg", d)) for d in data["detail"])
         raise InvalidOptionsError(message)
     raise ServiceError(f"the service answered {response_status}: {message}", response_status)
+
+
+def _said(data: Any) -> str | None:
+    """The message of an answer in another shape (``{"detail": ...}``), or None."""
+    detail = data.get("detail") if isinstance(data, dict) else None
+    if isinstance(detail, str):
+        return detail
+    if isinstance(detail, list):
+        return "; ".join(str(d.get("msg", d)) if isinstance(d, dict) else str(d) for d in detail)
+    return None
 
 
 class Client:
@@ -110,7 +118,7 @@ class Client:
             :class:`UnreachableError` when it cannot be reached or the connection drops.
         """
         options = merge_options(options, overrides)
-        body = request_body(code, options, environment)
+        body = request_body(check_code(code), options, environment)
         timeout = httpx.Timeout(60, read=options.timeout + options.compile_timeout + MARGIN)
         try:
             if options.on_stdout is None and options.on_stderr is None:

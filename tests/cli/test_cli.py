@@ -14,6 +14,8 @@ RUNENV = str(Path(sys.executable).with_name("runenv"))
 
 
 def runenv(*args: str, **kwargs: object) -> subprocess.CompletedProcess[str]:
+    if "input" not in kwargs:
+        kwargs.setdefault("stdin", subprocess.DEVNULL)  # ours is not the program's, unless asked
     return subprocess.run(
         [RUNENV, *args], capture_output=True, text=True, timeout=120, check=False, **kwargs
     )  # type: ignore[call-overload, no-any-return]
@@ -71,7 +73,7 @@ def test_sandbox_is_the_default_when_ready() -> None:
 
 
 def test_environment_flag_chooses_local() -> None:
-    done = runenv("run", "-e", "local", "-c", "import os; print(os.getcwd())", "--json")
+    done = runenv("run", "-E", "local", "-c", "import os; print(os.getcwd())", "--json")
     data = json.loads(done.stdout)
     assert data["environment"] == "local"
     assert data["stdout"] != "/workspace\n"
@@ -92,8 +94,10 @@ def test_output_streams_live(tmp_path: Path) -> None:
         f"for _ in range(300):\n    if os.path.exists({str(flag)!r}): break\n"
         "    time.sleep(0.05)\nelse:\n    sys.exit(9)\nprint('second')"
     )
-    command = [RUNENV, "run", "-e", "local", "-c", code]  # the flag is a host file
-    with subprocess.Popen(command, stdout=subprocess.PIPE, text=True) as proc:
+    command = [RUNENV, "run", "-E", "local", "-c", code]  # the flag is a host file
+    with subprocess.Popen(
+        command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True
+    ) as proc:
         assert proc.stdout is not None
         assert proc.stdout.readline() == "first\n"
         flag.write_text("")
@@ -103,14 +107,14 @@ def test_output_streams_live(tmp_path: Path) -> None:
 
 def test_unknown_language_is_a_clear_error() -> None:
     done = runenv("run", "-l", "cobol", "-c", "x")
-    assert done.returncode == 1
+    assert done.returncode == 2
     assert "unknown language 'cobol'" in done.stderr
     assert "python" in done.stderr
 
 
 def test_unknown_environment_is_a_clear_error() -> None:
-    done = runenv("run", "-e", "mars", "-c", "print(1)")
-    assert done.returncode == 1
+    done = runenv("run", "-E", "mars", "-c", "print(1)")
+    assert done.returncode == 2
     assert "unknown environment 'mars'" in done.stderr
 
 
@@ -150,6 +154,7 @@ def test_doctor_says_what_to_install() -> None:
         env=bare,
         check=False,
     )
+    assert done.returncode == 1  # the default environment, the sandbox, is not ready
     assert "ruby: ruby not found; install ruby (apt-get install ruby)" in done.stdout
     assert "✗ sandbox: bubblewrap is not installed (apt-get install bubblewrap)" in done.stdout
 
@@ -166,8 +171,8 @@ def test_without_the_sandbox_nothing_runs_unisolated_unasked(tmp_path: Path) -> 
     code = f"open({str(marker)!r}, 'w').write('ran')"
     env = {**os.environ, "PATH": str(tmp_path)}  # no bubblewrap on it
     done = runenv("run", "-c", code, env=env)
-    assert done.returncode != 0 and not marker.exists()
+    assert done.returncode == 125 and not marker.exists()
     assert "the sandbox is not ready here: bubblewrap is not installed" in done.stderr
-    assert "-e local" in done.stderr
-    asked = runenv("run", "-e", "local", "-c", code, env={**os.environ})
+    assert "-E local" in done.stderr
+    asked = runenv("run", "-E", "local", "-c", code, env={**os.environ})
     assert asked.returncode == 0 and marker.read_text() == "ran"

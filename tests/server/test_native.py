@@ -163,7 +163,8 @@ def test_local_only_when_allowed(server_envs: dict) -> None:
         ServerSettings(environment="local")
     with running(ServerSettings(), {"sandbox": server_envs["sandbox"]}) as base:
         response = httpx.post(f"{base}/v1/execute", json={"code": "1", "environment": "local"})
-        assert response.status_code == 422 and "unknown environment 'local'" in response.text
+        assert response.status_code == 422 and "--allow-local" in response.text
+        assert response.json()["error"]["environment"] == "local"
 
 
 def test_backpressure(workspaces) -> None:

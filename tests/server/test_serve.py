@@ -26,7 +26,7 @@ def served(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
     log = tmp_path / "serve.log"
     with log.open("wb") as sink:  # the server keeps its own copy of the descriptor
         proc = subprocess.Popen(
-            [RUNENV, "serve", "--port", str(port), "--allow-local", "--env", "local"],
+            [RUNENV, "serve", "--port", str(port), "--allow-local", "-E", "local"],
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=sink,
@@ -112,6 +112,6 @@ def test_sigterm_past_the_grace_kills_the_run(
 
 
 def test_serve_refuses_local_without_the_flag() -> None:
-    done = subprocess.run([RUNENV, "serve", "--env", "local"], capture_output=True, text=True,
+    done = subprocess.run([RUNENV, "serve", "-E", "local"], capture_output=True, text=True,
                           timeout=60)  # fmt: skip
-    assert done.returncode == 1 and "--allow-local" in done.stderr
+    assert done.returncode == 2 and "--allow-local" in done.stderr

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import abc
+from collections.abc import Mapping
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, ClassVar, Generic, TypeVar
 
 import anyio
 
-from .._errors import LanguageUnavailableError
+from .._errors import InvalidOptionsError, LanguageUnavailableError
 from .._languages import LANGUAGES, Language, Toolchain, get_language, resolve
 from .._models import CompileResult, ExecutionOptions, ExecutionResult, encode_text
 from .._process import Outcome
@@ -85,10 +86,35 @@ class RunEnvironment(abc.ABC):
         await self.cleanup()
 
 
-def merge_options(options: ExecutionOptions | None, overrides: dict[str, Any]) -> ExecutionOptions:
-    """``options`` (or the defaults) with ``overrides`` applied."""
-    base = options if options is not None else ExecutionOptions()
+def merge_options(
+    options: ExecutionOptions | Mapping[str, Any] | None, overrides: dict[str, Any]
+) -> ExecutionOptions:
+    """``options`` (or the defaults; a mapping of option names is taken as their values)
+    with ``overrides`` applied.
+
+    :raises InvalidOptionsError: for something that is not options, or an unknown option.
+    """
+    if options is None:
+        base = ExecutionOptions()
+    elif isinstance(options, ExecutionOptions):
+        base = options
+    elif isinstance(options, Mapping):
+        base = ExecutionOptions().replace(**options)
+    else:
+        raise InvalidOptionsError(
+            f"options must be ExecutionOptions or a mapping, not {type(options).__name__}"
+        )
     return base.replace(**overrides) if overrides else base
+
+
+def check_code(code: object) -> str:
+    """``code``, if it is text.
+
+    :raises InvalidOptionsError: otherwise (bytes included: decode them first).
+    """
+    if not isinstance(code, str):
+        raise InvalidOptionsError(f"code must be str, not {type(code).__name__}")
+    return code
 
 
 def stage_fields(outcome: Outcome, timeout: float) -> dict[str, Any]:
@@ -206,18 +232,20 @@ class CommandRunEnvironment(RunEnvironment, Generic[W]):
         self, code: str, options: ExecutionOptions | None = None, **overrides: Any
     ) -> ExecutionResult:
         options = merge_options(options, overrides)
+        code = check_code(code)
         language = get_language(options.language)
         chain = await self._toolchain(language)
         if not isinstance(chain, Toolchain):
             raise LanguageUnavailableError(language.name, self.name, chain)
         files = {path: _as_bytes(content) for path, content in options.files.items()}
-        files[language.code_filename] = encode_text(code, "code")
+        filename = options.filename or language.code_filename
+        files[filename] = encode_text(code, "code")
         check_tree(files)
         workspace = await self._workspace()
         self._workspaces.add(workspace)
         try:
             await workspace.write(files)
-            compile_argv, run_argv = chain.commands(workspace.path)
+            compile_argv, run_argv = chain.commands(workspace.path, filename)
             compiled = None
             if compile_argv is not None:
                 compiled = await self._compile(compile_argv, workspace, options, language)
@@ -226,6 +254,7 @@ class CommandRunEnvironment(RunEnvironment, Generic[W]):
             command = self._command([*run_argv, *options.args], workspace, options, language)
             outcome = await self._stage(command, workspace)
             fetched = await workspace.read(options.fetch_files) if options.fetch_files else {}
+            missing = tuple(path for path in options.fetch_files if path not in fetched)
         finally:
             await self._remove(workspace)  # to its end even when cancelled (see Workspace)
         return ExecutionResult(
@@ -234,6 +263,7 @@ class CommandRunEnvironment(RunEnvironment, Generic[W]):
             environment=self.name,
             compile=compiled,
             files=fetched,
+            missing_files=missing,
         )
 
     async def _stage(self, command: Command, workspace: W) -> Outcome:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from .._errors import RunEnvironmentError
@@ -46,19 +47,21 @@ class RemoteRunEnvironment(RunEnvironment):
             await client.aclose()
 
     async def is_ready(self) -> bool:
-        """Whether the server answers and its environment is ready (false if unreachable)."""
-        try:
-            health = await self.client.health()
-        except RunEnvironmentError:
-            return False
-        name = self.environment or next(iter(health.get("ready", {})), None)
-        return bool(health.get("ready", {}).get(name, False))
+        """Whether the server answers, accepts the token, and its environment is ready
+        (false if any of these fails)."""
+        return (await self.status()).ready
 
     async def status(self) -> EnvironmentStatus:
         try:
             data = await self.client.languages()
         except RunEnvironmentError as exc:
-            return EnvironmentStatus(name=self.name, ready=False, reason=str(exc))
+            reason = str(exc)
+            if self.url is None and not os.environ.get("RUNENV_URL"):
+                reason = (
+                    "not configured (no URL given, $RUNENV_URL not set), and nothing answers "
+                    f"at the default {self.client.url}"
+                )
+            return EnvironmentStatus(name=self.name, ready=False, reason=reason)
         name = self.environment or data["default"]
         env = data["environments"][name]
         return EnvironmentStatus(

@@ -7,13 +7,17 @@ import hmac
 import json
 from collections.abc import AsyncIterator, Mapping
 from importlib.metadata import version
+from types import ModuleType
 from typing import Any
 
 import uvicorn
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from swagger_ui_bundle import swagger_ui_path
 from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
 from .._errors import (
@@ -23,7 +27,7 @@ from .._errors import (
 from .._registry import create_environment
 from ..environments.base import RunEnvironment
 from ..environments.sandbox import SandboxRunEnvironment
-from . import e2b_envd, native, piston, sandboxfusion
+from . import native, piston, sandboxfusion
 from .admission import Overloaded
 from .envd_session import Session, SessionLimits, Sessions
 from .errors import ErrorFormats, Problem, problem_of
@@ -73,7 +77,10 @@ def create_app(
         version=version("run-environments"),
         description="Run code in interchangeable run environments.",
         lifespan=lifespan,
+        docs_url=None,  # served below from the package's own copy of Swagger UI
+        redoc_url=None,
     )
+    _offline_docs(app)
     app.state.service = service
     app.state.envd = sessions
     guarded = [Depends(_token_check(settings.token))]
@@ -81,15 +88,18 @@ def create_app(
     app.include_router(native.router, dependencies=guarded)
     app.include_router(sandboxfusion.router, dependencies=guarded)
     app.include_router(piston.router, dependencies=guarded)
-    app.include_router(e2b_envd.router, dependencies=guarded)
+    envd = _envd_api()
+    if envd is not None:
+        app.include_router(envd.router, dependencies=guarded)
     formats = ErrorFormats()
     formats.register(piston.PREFIX, piston.error_format)
     _handle_errors(app, formats)
-    app.add_middleware(
-        e2b_envd.EnvdDispatch,
-        sessions=sessions,
-        check_token=lambda headers: _token_ok(settings.token, headers),
-    )
+    if envd is not None:
+        app.add_middleware(
+            envd.EnvdDispatch,
+            sessions=sessions,
+            check_token=lambda headers: _token_ok(settings.token, headers),
+        )
     app.add_middleware(
         Intake,
         limit=settings.max_body_bytes,
@@ -133,6 +143,35 @@ def _token_check(token: str | None) -> Any:
             )
 
     return check
+
+
+def _envd_api() -> ModuleType | None:
+    """E2B's envd API, when the ``e2b`` package (whose protocol stubs it speaks) is
+    installed: ``pip install 'run-environments[server,e2b]'``."""
+    try:
+        from . import e2b_envd
+    except ImportError:
+        return None
+    return e2b_envd
+
+
+DOCS_ASSETS = "/docs/assets"
+
+
+def _offline_docs(app: FastAPI) -> None:
+    """``/docs``: Swagger UI from the ``swagger-ui-bundle`` package, so that it works on a
+    machine with no internet (FastAPI's own page loads it from a CDN)."""
+    app.mount(DOCS_ASSETS, StaticFiles(directory=swagger_ui_path), name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url=app.openapi_url or "/openapi.json",
+            title=f"{app.title} API",
+            swagger_js_url=f"{DOCS_ASSETS}/swagger-ui-bundle.js",
+            swagger_css_url=f"{DOCS_ASSETS}/swagger-ui.css",
+            swagger_favicon_url=f"{DOCS_ASSETS}/favicon-32x32.png",
+        )
 
 
 def _handle_errors(app: FastAPI, formats: ErrorFormats) -> None:

@@ -52,13 +52,15 @@ def problem_of(exc: RunEnvironmentError) -> Problem:
 
 
 def native(problem: Problem) -> JSONResponse:
-    """The native API's errors: ``{"error": {"message", "type", ...}}``; request validation
-    and HTTP-level errors as FastAPI's ``{"detail": ...}``."""
+    """The native API's errors, all of one shape: ``{"error": {"message", "type", ...}}``;
+    a request that does not validate has type ``ValidationError`` and its ``errors``, an
+    HTTP-level refusal type ``HTTPError``."""
+    fields = dict(problem.fields)
     if problem.validation is not None:
-        return JSONResponse({"detail": problem.validation}, problem.status)
-    if problem.http:
-        return JSONResponse({"detail": problem.message}, problem.status, headers=problem.headers)
-    body = {"error": {"message": problem.message, **problem.fields}}
+        fields = {"type": "ValidationError", "errors": problem.validation}
+    elif problem.http:
+        fields = {"type": "HTTPError"}
+    body = {"error": {"message": problem.message, **fields}}
     return JSONResponse(body, problem.status, headers=problem.headers)
 
 

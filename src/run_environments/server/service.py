@@ -83,7 +83,14 @@ class Service:
         """The environment ``name`` (default: the server's), if this server offers it."""
         name = name or self.settings.environment
         if name not in self.environments:
-            raise UnknownEnvironmentError(name, sorted(self.environments))
+            error = UnknownEnvironmentError(name, sorted(self.environments))
+            if name == "local":
+                error.args = (
+                    "this server does not offer the local environment: it runs code "
+                    "unisolated, so the server must be started with --allow-local "
+                    f"(offered here: {', '.join(sorted(self.environments))})",
+                )
+            raise error
         return self.environments[name]
 
     def default_timeout(self, value: float) -> float:

@@ -26,7 +26,7 @@ from .samples import ECHO, HELLO, program
 RESULT_FIELDS = {
     "success", "stdout", "stderr", "exit_code", "execution_time", "error", "timed_out", "signal",
     "stdout_truncated", "stderr_truncated", "language", "environment", "compile",
-    "oom_killed", "cpu_time", "memory_peak", "files",
+    "oom_killed", "cpu_time", "memory_peak", "files", "missing_files",
 }  # fmt: skip
 
 

@@ -162,7 +162,9 @@ class Cgroups:
         """The cgroups of earlier executions whose names start with ``prefix``."""
         names = {p.name for parent in self.parents if parent.is_dir() for p in parent.iterdir()}
         for name in sorted(n for n in names if n.startswith(prefix)):
-            yield RunCgroup([p / name for p in self.parents if (p / name).is_dir()], self.version)
+            directories = [p / name for p in self.parents if (p / name).is_dir()]
+            if directories:  # else removed meanwhile (by its run's own retirement)
+                yield RunCgroup(directories, self.version)
 
 
 @dataclass(frozen=True)

@@ -172,8 +172,14 @@ class SandboxRunEnvironment(CommandRunEnvironment[Execution]):
         problem = await self._check()
         base = await super().status()
         notes = [self.limits_note()]
-        if problem is not None:
-            return dataclasses.replace(base, ready=False, reason=problem, notes=tuple(notes))
+        if problem is not None:  # no language runs, whatever tools there are
+            languages = tuple(
+                dataclasses.replace(lang, available=False, missing=f"no sandbox: {problem}")
+                for lang in base.languages
+            )
+            return dataclasses.replace(
+                base, ready=False, reason=problem, notes=tuple(notes), languages=languages
+            )
         return dataclasses.replace(base, notes=tuple(notes))
 
     def limits_note(self) -> str:
