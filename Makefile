@@ -12,8 +12,10 @@ test: setup
 	@$(MAKE) --no-print-directory check
 	$(PY) -m pytest
 
-## demo: set everything up and run the examples in every ready environment
-demo: setup
+## demo: install what the examples need (not the developer tools) and run them in every
+## ready environment
+demo:
+	@bash scripts/setup --demo
 	$(PY) examples/demo.py
 
 ## check: format, lint and types

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import re
 import sys
 import textwrap
 from pathlib import Path
@@ -38,8 +39,11 @@ def test_all_is_sorted_and_is_every_public_name() -> None:
         for name, value in vars(run_environments).items()
         if not name.startswith("_") and not inspect.ismodule(value) and name != "annotations"
     }
+    public |= set(run_environments._LAZY)  # imported on first use (they need an extra)
     assert run_environments.__all__ == sorted(run_environments.__all__)
     assert set(run_environments.__all__) == public
+    for name in run_environments.__all__:
+        assert getattr(run_environments, name) is not None
 
 
 def test_every_exception_has_the_one_root() -> None:
@@ -72,6 +76,10 @@ def test_options_are_frozen_and_keyword_only() -> None:
         {"env": {"A": 1}},
         {"stdin": 5},
         {"max_output_bytes": -1},
+        {"max_output_bytes": 0},
+        {"language": "cobol"},
+        {"filename": "../escape.py"},
+        {"filename": 3},
         {"files": {"/abs": "x"}},
         {"files": {"ok": 3}},
         {"on_stdout": "print"},
@@ -82,6 +90,30 @@ def test_bad_options_are_refused_with_a_message(bad: dict[str, object]) -> None:
     with pytest.raises(InvalidOptionsError) as caught:
         ExecutionOptions(**bad)  # type: ignore[arg-type]
     assert str(caught.value)
+
+
+@pytest.mark.anyio
+async def test_what_is_not_options_or_code_is_refused_clearly(tmp_path: Path) -> None:
+    async with LocalRunEnvironment(tmp_dir=str(tmp_path)) as env:
+        as_dict = await env.execute("print(1)", {"language": "python", "timeout": 5})
+        assert as_dict.stdout == "1\n"  # a mapping of option names is taken as options
+        with pytest.raises(InvalidOptionsError, match="unknown execution option"):
+            await env.execute("print(1)", {"langauge": "python"})
+        with pytest.raises(InvalidOptionsError, match="options must be ExecutionOptions"):
+            await env.execute("print(1)", ["python"])  # type: ignore[arg-type]
+        with pytest.raises(InvalidOptionsError, match="code must be str, not bytes"):
+            await env.execute(b"print(1)")  # type: ignore[arg-type]
+        assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.anyio
+async def test_missing_fetched_files_are_named(tmp_path: Path) -> None:
+    async with LocalRunEnvironment(tmp_dir=str(tmp_path)) as env:
+        code = "import os\nopen('made.txt', 'w').write('x')\nos.mkdir('a_dir')"
+        result = await env.execute(code, fetch_files=["made.txt", "never.txt", "a_dir"])
+    assert result.files == {"made.txt": b"x"}
+    assert result.missing_files == ("never.txt", "a_dir")
+    assert ExecutionResult.from_dict(result.to_dict()) == result
 
 
 def test_options_are_copied_not_shared() -> None:
@@ -187,3 +219,20 @@ def test_third_party_environment_through_the_entry_point(third_party: Path) -> N
 def test_missing_dependency_says_what_to_install(third_party: Path) -> None:
     with pytest.raises(EnvironmentUnavailableError, match="module_that_is_not_installed"):
         get_environment_class("broken")
+
+
+def test_the_architecture_page_names_every_module() -> None:
+    """docs/architecture.md draws the code as it is: each module of the package appears in
+    its module tree under its own directory."""
+    page = (Path(__file__).resolve().parents[1] / "docs" / "architecture.md").read_text()
+    tree = page.split("## Modules", 1)[1].split("\n## ", 1)[0]
+    package = Path(run_environments.__file__).parent
+    missing = []
+    for path in sorted(package.rglob("*.py")):
+        relative = path.relative_to(package)
+        directories = relative.parts[:-1]
+        if not all(re.search(rf"^\s+{re.escape(d)}/", tree, re.M) for d in directories):
+            missing.append(str(relative))
+        elif not re.search(rf"(^|\s){re.escape(path.name)}(\s|,|:|$)", tree, re.M):
+            missing.append(str(relative))
+    assert missing == []

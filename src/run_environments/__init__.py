@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib as _importlib
+
 from ._errors import (
     AuthenticationError,
     EnvironmentUnavailableError,
@@ -51,6 +53,7 @@ __all__ = [  # noqa: RUF022 (plain sorted order)
     "Outcome",
     "RateLimitError",
     "RawOutput",
+    "RemoteRunEnvironment",
     "RunEnvironment",
     "RunEnvironmentError",
     "SandboxRunEnvironment",
@@ -68,3 +71,20 @@ __all__ = [  # noqa: RUF022 (plain sorted order)
     "language_for_path",
     "language_names",
 ]
+
+_LAZY = {"RemoteRunEnvironment": ("run_environments.environments.remote", "remote")}
+"""Names whose modules need an extra; imported on first use."""
+
+
+def __getattr__(name: str) -> object:
+    if name not in _LAZY:
+        raise AttributeError(f"module 'run_environments' has no attribute {name!r}")
+    module, extra = _LAZY[name]
+    try:
+        value = getattr(_importlib.import_module(module), name)
+    except ImportError as exc:
+        raise ImportError(
+            f"{name} needs {exc.name}: pip install 'run-environments[{extra}]'"
+        ) from exc
+    globals()[name] = value
+    return value

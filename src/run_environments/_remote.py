@@ -33,6 +33,8 @@ class RemoteCalls:
     :param kill: stops it and everything it started (again: nothing).
     :param feed: sends standard input and closes it (None: the process gets none).
     :param terminate: asks it to stop (SIGTERM); None where the API cannot.
+    :param close: releases what ``start`` opened (its output stream, a channel), once the
+        process is over or abandoned; it must not raise.
     """
 
     start: Callable[[Sink], Awaitable[None]]
@@ -40,6 +42,7 @@ class RemoteCalls:
     kill: Callable[[], Awaitable[None]]
     feed: Callable[[bytes], Awaitable[None]] | None = None
     terminate: Callable[[], Awaitable[None]] | None = None
+    close: Callable[[], Awaitable[None]] | None = None
 
 
 async def supervise_remote(
@@ -94,9 +97,14 @@ async def supervise_remote(
     except BaseException as exc:
         with anyio.CancelScope(shield=True):
             await calls.kill()
+            if calls.close is not None:
+                await calls.close()
         if isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
             raise exc.exceptions[0] from None  # one failure: the caller's, as it was raised
         raise
+    if calls.close is not None:
+        with anyio.CancelScope(shield=True):
+            await calls.close()
     await out.emit(b"", final=True)
     await err.emit(b"", final=True)
     code, signal_name = ended if ended is not None else (None, "SIGKILL")  # never answered

@@ -61,9 +61,7 @@ def serve(log_level: str, no_access_log: bool, **flags: Any) -> None:
     Every option can also be set as RUNENV_<OPTION> (e.g. RUNENV_MAX_QUEUE).
     """
     try:
-        import uvicorn
-
-        from ..server import ServerSettings, create_app, server_config
+        from ..server import GracefulServer, ServerSettings, create_app, server_config
     except ImportError as exc:
         raise Failure(
             f"serving needs {exc.name}: pip install 'run-environments[server]'", CANNOT_RUN
@@ -96,7 +94,7 @@ def serve(log_level: str, no_access_log: bool, **flags: Any) -> None:
         log_level=log_level,
         access_log=not no_access_log,
     )
-    uvicorn.Server(config).run(sockets=[listening])
+    GracefulServer(config, service, settings.grace).run(sockets=[listening])
 
 
 def _listen(host: str, port: int) -> socket.socket:

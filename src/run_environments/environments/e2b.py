@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import shlex
 import signal
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import Any
@@ -33,6 +35,21 @@ from .workspace import Workspace
 HOME = "/home/user"
 KILL_WAIT = 2.0
 """Seconds to wait, after killing a command at its deadline, for its end and last output."""
+SETTLE = 0.05
+"""Seconds the SDK's HTTP client (pyqwest, on threads of its own Rust runtime) gets to finish
+the callbacks of the last requests before the caller may shut the interpreter down: one that
+arrives during finalization aborts the process (SIGABRT). Measured here against a local
+envd: 7 of 30 runs of a script aborted with no pause, none of 30 with 10 ms."""
+
+_USED: set[int] = set()
+"""Environments that made a sandbox and were not cleaned up (by ``id``)."""
+
+
+@atexit.register
+def _settle_at_exit() -> None:
+    """For an environment never cleaned up, the same pause before finalization."""
+    if _USED:
+        time.sleep(SETTLE)
 
 
 def _translate(exc: BaseException) -> RunEnvironmentError:
@@ -128,6 +145,7 @@ class E2BRunEnvironment(CommandRunEnvironment["E2BWorkspace"]):
                     raise _translate(exc) from exc
                 self._toolchains.clear()
                 self._found.clear()
+                _USED.add(id(self))
             return self._sandbox
 
     @contextlib.asynccontextmanager
@@ -152,6 +170,8 @@ class E2BRunEnvironment(CommandRunEnvironment["E2BWorkspace"]):
         if sandbox is not None:
             with contextlib.suppress(Exception):
                 await sandbox.kill()
+            await anyio.sleep(SETTLE)  # see SETTLE
+            _USED.discard(id(self))
 
     async def is_ready(self) -> bool:
         if self._credentials_problem() is not None:
@@ -307,7 +327,12 @@ def _remote_calls(sandbox: e2b.AsyncSandbox, command: Command) -> RemoteCalls:
                 await sandbox.commands.send_stdin(handle.pid, data)
             await sandbox.commands.close_stdin(handle.pid)
 
-    return RemoteCalls(start=start, wait=wait, kill=kill, feed=feed)
+    async def close() -> None:
+        if handle is not None:  # its event stream: left open, the SDK's client threads
+            with contextlib.suppress(Exception):  # call into an interpreter shutting down
+                await handle.disconnect()
+
+    return RemoteCalls(start=start, wait=wait, kill=kill, feed=feed, close=close)
 
 
 def _signal_name(error: str | None) -> str:

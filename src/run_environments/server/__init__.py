@@ -1,7 +1,7 @@
-"""``runenv serve``: an HTTP execution service speaking the native, SandboxFusion and Piston
-APIs."""
+"""``runenv serve``: an HTTP execution service speaking the native, SandboxFusion, Piston
+and E2B envd APIs."""
 
-from .app import create_app, server_config
+from .app import GracefulServer, create_app, server_config
 from .settings import ServerSettings
 
-__all__ = ["ServerSettings", "create_app", "server_config"]
+__all__ = ["GracefulServer", "ServerSettings", "create_app", "server_config"]

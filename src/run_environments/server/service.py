@@ -6,11 +6,12 @@ import time
 from collections.abc import Mapping
 from typing import Annotated
 
+import anyio
 from fastapi import Request
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from pydantic import Field
 
-from .._errors import InvalidOptionsError, UnknownEnvironmentError
+from .._errors import EnvironmentUnavailableError, InvalidOptionsError, UnknownEnvironmentError
 from .._languages import get_language
 from .._models import ExecutionOptions, ExecutionResult
 from ..environments.base import RunEnvironment
@@ -70,6 +71,10 @@ class Metrics:
         self.duration.labels(language=language).observe(seconds)
 
 
+class ShuttingDown(EnvironmentUnavailableError):
+    """The server is shutting down and its grace for runs under way is over."""
+
+
 class Service:
     """Runs executions for the routers, within the server's limits."""
 
@@ -78,6 +83,8 @@ class Service:
         self.environments = dict(environments)
         self.admission = Admission(settings.max_concurrency, settings.max_queue)
         self.metrics = Metrics(self.admission)
+        self._runs: set[anyio.CancelScope] = set()
+        self._cut = False
 
     def environment(self, name: str | None) -> RunEnvironment:
         """The environment ``name`` (default: the server's), if this server offers it."""
@@ -141,14 +148,31 @@ class Service:
     async def run(
         self, env: RunEnvironment, code: str, options: ExecutionOptions
     ) -> ExecutionResult:
-        """Run ``code`` now (the caller holds a slot), recording metrics."""
+        """Run ``code`` now (the caller holds a slot), recording metrics.
+
+        :raises ShuttingDown: if the server's shutdown grace ended first.
+        """
         start = time.perf_counter()
         result = None
         try:
-            result = await env.execute(code, options)
+            with anyio.CancelScope() as scope:
+                self._runs.add(scope)
+                if self._cut:
+                    scope.cancel()
+                result = await env.execute(code, options)
         finally:
+            self._runs.discard(scope)
             self.metrics.record(result, options.language, time.perf_counter() - start)
+        if result is None:
+            raise ShuttingDown("the server shut down before the run ended; run it again")
         return result
+
+    def cut_runs(self) -> None:
+        """End every run under way (the shutdown grace is over): each answers
+        :class:`ShuttingDown`, and so does any run that starts from now on."""
+        self._cut = True
+        for scope in list(self._runs):
+            scope.cancel()
 
     async def cleanup(self) -> None:
         for env in self.environments.values():
