@@ -13,6 +13,8 @@ from run_environments import RunEnvironmentError
 
 OTHERS = {
     # exceptions that belong to a framework's protocol, raised to that framework
+    ("run_environments", "AttributeError"): "the module attribute protocol (__getattr__)",
+    ("run_environments", "ImportError"): "an import of a name whose extra is missing",
     ("run_environments.cli.common", "Failure"): "a ClickException: click exits with it",
     ("run_environments.cli.run", "Failure"): "a ClickException: click exits with it",
     ("run_environments.cli.serve", "Failure"): "a ClickException: click exits with it",

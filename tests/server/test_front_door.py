@@ -77,7 +77,8 @@ def test_the_server_runs_without_the_e2b_package() -> None:
         "app = create_app(ServerSettings(environment='local', allow_local=True),\n"
         "                 {'local': LocalRunEnvironment()})\n"
         "with TestClient(app) as client:\n"
-        "    print(client.post('/v1/execute', json={'code': 'print(6 * 7)'}).json()['stdout'])\n"
+        "    answer = client.post('/v1/execute', json={'code': 'print(6 * 7)'}).json()\n"
+        "    print(answer['stdout'].strip())\n"
         "    print(client.get('/health').status_code)\n"
         "print('e2b' in sys.modules and sys.modules['e2b'] is not None)\n"
     )

@@ -124,7 +124,7 @@ def test_a_run_cut_by_the_grace_gets_an_answer(tmp_path: Path) -> None:
     env = {**os.environ, "RUNENV_GRACE": "1"}
     with log.open("wb") as sink:
         argv = [RUNENV, "serve", "--port", str(port), "--allow-local", "-E", "local"]
-        proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=sink)
+        proc = subprocess.Popen(argv, env=env, stdout=sink, stderr=sink)  # access log: stdout
     base = f"http://127.0.0.1:{port}"
     try:
         wait_for(lambda: _answers(base), what="the server")
@@ -181,7 +181,7 @@ def test_the_access_log_and_its_level(tmp_path: Path, flags: list[str], logged: 
     log = tmp_path / "serve.log"
     with log.open("wb") as sink:
         proc = subprocess.Popen([RUNENV, "serve", "--port", str(port), *flags],
-                                stdout=subprocess.DEVNULL, stderr=sink)  # fmt: skip
+                                stdout=sink, stderr=sink)  # fmt: skip
     try:
         wait_for(lambda: _answers(f"http://127.0.0.1:{port}"), what="the server")
     finally:
