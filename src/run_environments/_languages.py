@@ -8,6 +8,7 @@ interpreter running this package). The first alternative whose program is found 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
@@ -27,6 +28,8 @@ class Language:
     :param compile: alternative argv templates that compile it, for compiled languages.
     :param aliases: other names accepted for the language.
     :param filename: a fixed code file name, where the toolchain needs one.
+    :param named_by: a pattern whose first group, found in the code, names its file (Java's
+        public class must be in a file of its name).
     :param stream_env: variables set when output is streamed, so it is not held in buffers.
     :param install: what to install when no alternative is found.
     :param version: arguments that make the (first) program print its version.
@@ -39,6 +42,7 @@ class Language:
     compile: tuple[Argv, ...] = ()
     aliases: tuple[str, ...] = ()
     filename: str | None = None
+    named_by: str | None = None
     stream_env: Mapping[str, str] = field(default_factory=dict)
     install: str = ""
     version: tuple[str, ...] = ("--version",)
@@ -47,6 +51,17 @@ class Language:
     def code_filename(self) -> str:
         """The name of the code file in the workspace."""
         return self.filename or f"main{self.suffix}"
+
+    def file_for(self, code: str, requested: str | None = None) -> str:
+        """The code file's path in the workspace: ``requested`` (or :attr:`code_filename`),
+        renamed after what the code declares where the toolchain needs it (a Java file
+        after its public class)."""
+        name = requested or self.code_filename
+        found = re.search(self.named_by, code, re.M) if self.named_by else None
+        if found:
+            directory = name.rpartition("/")[0]
+            name = f"{directory}/" * bool(directory) + found.group(1) + self.suffix
+        return name
 
     @property
     def compiled(self) -> bool:
@@ -107,7 +122,7 @@ LANGUAGES: tuple[Language, ...] = (
     Language(
         name="php",
         suffix=".php",
-        run=(("php", "{file}"),),
+        run=(("php", "-d", "zend.assertions=1", "-d", "assert.exception=1", "{file}"),),
         install="php (apt-get install php-cli)",
     ),
     Language(
@@ -160,8 +175,10 @@ LANGUAGES: tuple[Language, ...] = (
         name="java",
         suffix=".java",
         filename="Main.java",
+        named_by=r"^[ \t]*public\s+(?:(?:final|abstract|sealed|strictfp)\s+)*"
+        r"(?:class|interface|enum|record)\s+([A-Za-z_$][\w$]*)",
         compile=(("javac", "-d", "{dir}", "{file}"),),
-        run=(("java", "-cp", "{dir}", "{class}"),),
+        run=(("java", "-ea", "-cp", "{dir}", "{class}"),),
         install="a JDK (apt-get install default-jdk)",
     ),
 )

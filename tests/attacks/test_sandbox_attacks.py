@@ -62,10 +62,14 @@ def host_tcp() -> Iterator[socket.socket]:
 
 
 async def test_tcp_egress(sandbox: SandboxRunEnvironment, host_tcp: socket.socket) -> None:
+    """The host's 127.0.0.1 is another network namespace's: nothing listens there."""
     port = host_tcp.getsockname()[1]
     code = f"import socket\nsocket.create_connection(('127.0.0.1', {port}), timeout=3)"
     result = await run(sandbox, code)
-    assert not result.success and "Address family not supported" in result.stderr
+    assert not result.success and "ConnectionRefusedError" in result.stderr
+    code = "import socket\nsocket.create_connection(('192.0.2.1', 80), timeout=3)"
+    result = await run(sandbox, code)
+    assert not result.success and "Network is unreachable" in result.stderr
     with pytest.raises(TimeoutError):
         host_tcp.accept()  # nothing arrived on the host
 
@@ -77,31 +81,56 @@ async def test_udp_egress(sandbox: SandboxRunEnvironment) -> None:
         port = host_udp.getsockname()[1]
         code = (
             "import socket\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
-            f"s.sendto(b'leak', ('127.0.0.1', {port}))"
+            f"s.sendto(b'leak', ('127.0.0.1', {port}))\n"
+            "try:\n    s.sendto(b'leak', ('192.0.2.1', 53))\nexcept OSError as e:\n"
+            "    print(e.strerror)"
         )
         result = await run(sandbox, code)
-        assert not result.success and "Address family not supported" in result.stderr
+        assert result.stdout == "Network is unreachable\n", result
         with pytest.raises(TimeoutError):
-            host_udp.recv(10)
+            host_udp.recv(10)  # its 127.0.0.1 was the run's own
 
 
 async def test_dns(sandbox: SandboxRunEnvironment) -> None:
     code = "import socket\nsocket.getaddrinfo('example.com', 80)"
     result = await run(sandbox, code)
     assert not result.success and "gaierror" in result.stderr
+    listing = await run(sandbox, "import os; print(os.path.exists('/etc/resolv.conf'))")
+    assert listing.stdout == "False\n"
 
 
 async def test_raw_and_packet_sockets(sandbox: SandboxRunEnvironment) -> None:
     code = (
         "import socket\n"
-        "for family, kind in [(socket.AF_INET, socket.SOCK_RAW),"
+        "for family, kind in [(socket.AF_INET, socket.SOCK_RAW), (socket.AF_INET6,"
+        " socket.SOCK_RAW | socket.SOCK_CLOEXEC), (socket.AF_INET, 10),"
         " (socket.AF_PACKET, socket.SOCK_RAW), (socket.AF_NETLINK, socket.SOCK_RAW),"
-        " (socket.AF_INET6, socket.SOCK_STREAM)]:\n"
+        " (socket.AF_VSOCK, socket.SOCK_STREAM), (50, socket.SOCK_STREAM)]:\n"
         "    try:\n        socket.socket(family, kind)\n        print('ALLOWED')\n"
         "    except OSError as e:\n        print(e.errno)"
     )
     result = await run(sandbox, code)
-    assert result.stdout.split() == ["97"] * 4  # EAFNOSUPPORT
+    assert result.stdout.split() == ["1", "1", "1", "97", "97", "97", "97"]  # EPERM, EAFNOSUPPORT
+
+
+async def test_a_run_serves_and_calls_itself_on_loopback(sandbox: SandboxRunEnvironment) -> None:
+    """As tests of web code do: a server on 127.0.0.1 (and ::1) in the run, its client too."""
+    code = (
+        "import socket, threading\n"
+        "for family, host in [(socket.AF_INET, '127.0.0.1'), (socket.AF_INET6, '::1')]:\n"
+        "    server = socket.create_server((host, 0), family=family)\n"
+        "    port = server.getsockname()[1]\n"
+        "    def answer():\n"
+        "        conn, _ = server.accept()\n"
+        "        conn.sendall(conn.recv(100).upper())\n"
+        "        conn.close()\n"
+        "    threading.Thread(target=answer).start()\n"
+        "    with socket.create_connection((host, port), timeout=5) as c:\n"
+        "        c.sendall(b'ping ' + host.encode())\n"
+        "        print(c.recv(100).decode())"
+    )
+    result = await run(sandbox, code)
+    assert result.stdout == "PING 127.0.0.1\nPING ::1\n", result
 
 
 async def test_only_loopback_exists(sandbox: SandboxRunEnvironment) -> None:

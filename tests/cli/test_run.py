@@ -12,6 +12,7 @@ import re
 import select
 import shutil
 import signal
+import socket
 import subprocess
 import tempfile
 import termios
@@ -145,11 +146,13 @@ def test_limits_memory_processes_cpu_and_output() -> None:
 
 
 def test_network_none_and_host() -> None:
-    code = "import socket; socket.socket(socket.AF_INET, socket.SOCK_STREAM); print('socket')"
-    closed = runenv("run", "--network", "none", "-c", code)
-    assert closed.returncode != 0 and "socket" not in closed.stdout
-    opened = runenv("run", "--network", "host", "-c", code)
-    assert opened.stdout == "socket\n"
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        port = listener.getsockname()[1]
+        code = f"import socket; socket.create_connection(('127.0.0.1', {port}), 5); print('in')"
+        closed = runenv("run", "--network", "none", "-c", code)
+        assert closed.returncode != 0 and "ConnectionRefusedError" in closed.stderr
+        opened = runenv("run", "--network", "host", "-c", code)
+        assert opened.stdout == "in\n", opened.stderr
 
 
 def test_workdir_and_compile_timeout() -> None:

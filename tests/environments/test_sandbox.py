@@ -200,7 +200,7 @@ async def test_network_option_reaches_the_host(shared_tmp: Path) -> None:
             closed = await env.execute(code, args=[str(port)], timeout=20)
         tg.cancel_scope.cancel()
     assert result.stdout == "hello from the host\n", result
-    assert not closed.success and "Address family not supported" in closed.stderr
+    assert not closed.success and "Connection refused" in closed.stderr  # its own loopback
 
 
 async def test_sixty_four_concurrent_runs_see_only_their_own_files(

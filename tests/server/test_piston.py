@@ -107,3 +107,31 @@ def test_content_type_must_be_json(http: httpx.Client) -> None:
                          headers={"content-type": "text/plain"})  # fmt: skip
     assert response.status_code == 415
     assert response.json() == {"message": "the request body must be application/json"}
+
+
+def test_the_main_file_keeps_its_name(http: httpx.Client) -> None:
+    code = "import sys, os\nprint(os.path.basename(sys.argv[0]))"
+    data = execute(http, language="python", files=[{"name": "solution.py", "content": code}])
+    assert data["run"]["stdout"] == "solution.py\n"
+
+
+def test_any_public_java_class_name_runs(http: httpx.Client) -> None:
+    code = ('public class HelloWorld { public static void main(String[] a) {'
+            ' System.out.println("hello " + a[0]); } }')  # fmt: skip
+    data = execute(http, language="java", files=[{"name": "main.java", "content": code}],
+                   args=["piston"])  # fmt: skip
+    assert data["compile"]["code"] == 0, data["compile"]
+    assert data["run"]["stdout"] == "hello piston\n"
+
+
+def test_a_failed_compilation_is_answered_in_run_too(http: httpx.Client) -> None:
+    data = execute(http, language="c", files=[{"content": "int main(void) { return nope; }"}])
+    assert data["compile"]["code"] != 0 and "nope" in data["compile"]["stderr"]
+    assert data["run"] == data["compile"]  # clients that read only run.output see the error
+
+
+def test_an_unknown_language_in_pistons_words(http: httpx.Client) -> None:
+    response = http.post("/api/v2/execute", json={"language": "cobol", "version": "3",
+                                                   "files": [{"content": "x"}]})  # fmt: skip
+    assert response.status_code == 400
+    assert response.json() == {"message": "cobol-3 runtime is unknown"}

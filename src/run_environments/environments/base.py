@@ -238,7 +238,7 @@ class CommandRunEnvironment(RunEnvironment, Generic[W]):
         if not isinstance(chain, Toolchain):
             raise LanguageUnavailableError(language.name, self.name, chain)
         files = {path: _as_bytes(content) for path, content in options.files.items()}
-        filename = options.filename or language.code_filename
+        filename = language.file_for(code, options.filename)
         files[filename] = encode_text(code, "code")
         check_tree(files)
         workspace = await self._workspace()

@@ -205,10 +205,14 @@ def _stage(result: CompileResult | ExecutionResult, output: str | None = None) -
 async def execute(body: ExecuteRequest, request: Request) -> ExecuteResponse:
     """Run the first file (the others are written beside it)."""
     service = service_of(request)
-    language = get_language(body.language)
+    unknown = InvalidOptionsError(f"{body.language}-{body.version} runtime is unknown")
+    try:
+        language = get_language(body.language)
+    except InvalidOptionsError:
+        raise unknown from None  # Piston's own words
     runtime = next((r for r in await runtimes(service) if r.language == language.name), None)
     if runtime is None or not _matches(runtime.version, body.version):
-        raise InvalidOptionsError(f"{body.language}-{body.version} runtime is unknown")
+        raise unknown
     main, *others = body.files
     code = main.data()
     memory = max(body.run_memory_limit, body.compile_memory_limit)
@@ -222,7 +226,8 @@ async def execute(body: ExecuteRequest, request: Request) -> ExecuteResponse:
         ),
         stdin=body.stdin,
         args=body.args,
-        files={(f.name or f"file{i}"): f.data() for i, f in enumerate(others, 1)},
+        files={(f.name or f"file{i}.code"): f.data() for i, f in enumerate(others, 1)},
+        filename=main.name or None,  # the program sees its own name, as Piston keeps it
         limits=Limits(memory=memory if memory > 0 else None, cpu_time=cpu / 1000 if cpu else None),
         on_stdout=interleaved.append,
         on_stderr=interleaved.append,
@@ -230,9 +235,8 @@ async def execute(body: ExecuteRequest, request: Request) -> ExecuteResponse:
     text = code if isinstance(code, str) else code.decode("utf-8", "replace")
     result = await service.execute(text, options)
     compiled = _stage(result.compile) if result.compile is not None else None
-    if result.compile is not None and not result.compile.success:
-        run = Stage(stdout="", stderr="", output="", code=None, signal=None, message=result.error,
-                    status=None, cpu_time=0, wall_time=0, memory=None)  # fmt: skip
+    if compiled is not None and result.compile is not None and not result.compile.success:
+        run = compiled  # Piston v2 answers a failed compilation in ``run`` too
     else:
         run = _stage(result, "".join(interleaved))
     return ExecuteResponse(language=language.name, version=runtime.version, run=run,

@@ -74,3 +74,21 @@ ECHO = {
         '.readLine(); System.out.println(a[0] + ":" + l); } }'
     ),
 }
+
+FAILED_ASSERTION = {
+    "python": "assert 1 + 1 == 3, 'wrong'",
+    "javascript": "const assert = require('assert');\nassert.deepStrictEqual([1 + 1], [3]);",
+    "typescript": "const assert = require('assert');\nassert.strictEqual(1 + 1, 3);",
+    "php": '<?php\nassert(1 + 1 == 3);\necho "not checked\\n";',
+    "lua": "assert(1 + 1 == 3, 'wrong')\nprint('not checked')",
+    "c": "#include <assert.h>\n#include <stdio.h>\n"
+    'int main(void) { assert(1 + 1 == 3); puts("not checked"); return 0; }',
+    "cpp": "#include <cassert>\n#include <cstdio>\n"
+    'int main() { assert(1 + 1 == 3); std::puts("not checked"); }',
+    "rust": 'fn main() { assert_eq!(1 + 1, 3); println!("not checked"); }',
+    "java": "public class Main { public static void main(String[] a) {"
+    ' assert 1 + 1 == 3 : "wrong"; System.out.println("not checked"); } }',
+}
+"""A wrong solution caught by the language's own assertion (as test harnesses of
+evaluation datasets check answers): the run must fail. The languages without an assertion
+statement (shells, Ruby, Perl, Go) check with an exit status, which needs no flag."""

@@ -21,7 +21,7 @@ from run_environments import (
     language_names,
 )
 
-from .samples import ECHO, HELLO, program
+from .samples import ECHO, FAILED_ASSERTION, HELLO, program
 
 RESULT_FIELDS = {
     "success", "stdout", "stderr", "exit_code", "execution_time", "error", "timed_out", "signal",
@@ -83,6 +83,25 @@ class EnvironmentBehaviour(abc.ABC):
         )
         assert result.stdout == "first:line one\n", result
         assert result.success
+
+    @pytest.mark.parametrize("language", sorted(FAILED_ASSERTION))
+    async def test_a_failed_assertion_fails_the_run(
+        self, env: RunEnvironment, language: str
+    ) -> None:
+        """Assertions are on in every language (Java's -ea, PHP's zend.assertions): a wrong
+        answer checked with ``assert`` is never judged a success."""
+        self.need(env, language)
+        result = await env.execute(FAILED_ASSERTION[language], language=language)
+        assert not result.success, result
+        assert result.exit_code != 0 or result.signal is not None
+        assert "not checked" not in result.stdout
+
+    async def test_a_java_file_is_named_after_its_public_class(self, env: RunEnvironment) -> None:
+        self.need(env, "java")
+        code = ("public class Greeter { public static void main(String[] a) {"
+                ' System.out.println("greeted"); } }')  # fmt: skip
+        result = await env.execute(code, language="java")
+        assert (result.success, result.stdout) == (True, "greeted\n"), result
 
     # -- options --------------------------------------------------------------------------
     async def test_default_language_is_python(self, env: RunEnvironment) -> None:

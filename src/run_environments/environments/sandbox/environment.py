@@ -64,8 +64,8 @@ class SandboxRunEnvironment(CommandRunEnvironment[Execution]):
     host's system directories (read-only), a fresh workspace and a bounded ``/tmp``.
 
     :param network: give the program the host's network (weaker isolation; for installing
-        packages inside). Without it the program has only its own loopback and may open no
-        sockets but Unix ones.
+        packages inside). Without it the program has only its own loopback (it may serve
+        and call itself on 127.0.0.1) and may open no sockets but Unix and IP ones.
     :param limits: defaults for every run's limits (see :class:`Limits`); an execution's
         ``options.limits`` override them field by field.
     :param tmp_dir: where workspaces are made on the host (see ``LocalRunEnvironment``).

@@ -34,6 +34,14 @@ REFUSED = (
     "clock_settime", "clock_adjtime", "settimeofday", "adjtimex", "stime",
 )  # fmt: skip
 
+LOOPBACK_FAMILIES = (socket.AF_UNIX, socket.AF_INET, socket.AF_INET6)
+"""Socket families a run without the network may make."""
+LAST_FAMILY = 63
+"""Families above it are refused by one rule (Linux has fewer than 50)."""
+SOCK_PACKET = 10
+SOCKET_TYPE_MASK = 0xF
+"""The type bits of socket()'s second argument (the rest are SOCK_NONBLOCK, SOCK_CLOEXEC)."""
+
 NAMESPACE_FLAGS = (0x00020000, 0x02000000, 0x04000000, 0x08000000, 0x10000000, 0x20000000,
                    0x40000000)  # fmt: skip
 """CLONE_NEWNS, NEWCGROUP, NEWUTS, NEWIPC, NEWUSER, NEWPID, NEWNET."""
@@ -41,10 +49,11 @@ NAMESPACE_FLAGS = (0x00020000, 0x02000000, 0x04000000, 0x08000000, 0x10000000, 0
 
 @functools.cache
 def compile_filter(network: bool) -> bytes:
-    """The BPF program for the sandbox; sockets other than AF_UNIX are refused unless
-    ``network`` is true, and AF_VSOCK always. Socket creation has no other way in on this
-    architecture (``socketcall`` and the 32-bit ABI are outside the filter's architecture,
-    which kills the caller); io_uring, which could make sockets, is refused.
+    """The BPF program for the sandbox; sockets other than AF_UNIX, AF_INET and AF_INET6
+    are refused unless ``network`` is true, raw IP and AF_VSOCK always. Socket creation has
+    no other way in on this architecture (``socketcall`` and the 32-bit ABI are outside the
+    filter's architecture, which kills the caller); io_uring, which could make sockets, is
+    refused.
 
     :raises EnvironmentUnavailableError: if libseccomp cannot be loaded.
     """
@@ -68,9 +77,22 @@ def compile_filter(network: bool) -> bytes:
     rules.add_rule(seccomp.ERRNO(errno.ENOSYS), "clone3")
     refuse_family = seccomp.ERRNO(errno.EAFNOSUPPORT)
     if not network:
-        rules.add_rule(refuse_family, "socket", seccomp.Arg(0, seccomp.NE, socket.AF_UNIX))
+        # Unix sockets, and IP on the run's own loopback (its network namespace has no
+        # other interface): a program may serve and call itself on 127.0.0.1 or ::1.
+        for family in range(LAST_FAMILY + 1):
+            if family not in LOOPBACK_FAMILIES:
+                rules.add_rule(refuse_family, "socket", seccomp.Arg(0, seccomp.EQ, family))
+        rules.add_rule(refuse_family, "socket", seccomp.Arg(0, seccomp.GT, LAST_FAMILY))
     else:  # a network namespace does not confine vsock: it reaches the hypervisor's host
         rules.add_rule(refuse_family, "socket", seccomp.Arg(0, seccomp.EQ, socket.AF_VSOCK))
+    for family in (socket.AF_INET, socket.AF_INET6):  # no raw IP, whatever the network
+        for kind in (socket.SOCK_RAW, SOCK_PACKET):
+            rules.add_rule(
+                seccomp.ERRNO(errno.EPERM),
+                "socket",
+                seccomp.Arg(0, seccomp.EQ, family),
+                seccomp.Arg(1, seccomp.MASKED_EQ, SOCKET_TYPE_MASK, kind),
+            )
     read, write = os.pipe()  # the program is a few hundred bytes: it fits in the pipe
     with os.fdopen(read, "rb") as source:
         with os.fdopen(write, "wb") as sink:
