@@ -33,6 +33,8 @@ class Language:
     :param stream_env: variables set when output is streamed, so it is not held in buffers.
     :param install: what to install when no alternative is found.
     :param version: arguments that make the (first) program print its version.
+    :param version_of: a whole command printing the version of the language, where the
+        program that runs it is not the language's own (tsx runs TypeScript: ``tsc``'s).
     """
 
     name: str
@@ -46,6 +48,7 @@ class Language:
     stream_env: Mapping[str, str] = field(default_factory=dict)
     install: str = ""
     version: tuple[str, ...] = ("--version",)
+    version_of: tuple[str, ...] | None = None
 
     @property
     def code_filename(self) -> str:
@@ -94,6 +97,7 @@ LANGUAGES: tuple[Language, ...] = (
         aliases=("ts", "ts-node", "tsx"),
         suffix=".ts",
         run=(("tsx", "{file}"), _TS_NODE),
+        version_of=("tsc", "--version"),
         install="tsx or ts-node (npm install -g tsx, or npm install -g typescript@5 ts-node)",
     ),
     Language(

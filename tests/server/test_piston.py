@@ -23,9 +23,12 @@ def execute(http: httpx.Client, **body: object) -> dict:
 def test_runtimes(http: httpx.Client) -> None:
     runtimes = http.get("/api/v2/runtimes").json()
     python = next(r for r in runtimes if r["language"] == "python")
-    assert set(python) == {"language", "version", "aliases", "runtime"}
-    assert python["version"].startswith("3.") and "py" in python["aliases"]
-    assert {r["language"] for r in runtimes} >= {"javascript", "bash", "ruby", "c", "java"}
+    assert set(python) == {"language", "version", "aliases"}  # no runtime: its own package
+    assert python["version"].startswith("3.") and "py3" in python["aliases"]
+    assert {r["language"] for r in runtimes} >= {"javascript", "bash", "ruby", "c", "c++", "java"}
+    by_name = {r["language"]: r for r in runtimes}
+    assert by_name["javascript"]["runtime"] == "node" and by_name["c++"]["runtime"] == "gcc"
+    assert by_name["typescript"]["version"].startswith("5.")  # tsc's, not tsx's
 
 
 def test_execute(http: httpx.Client) -> None:
@@ -135,3 +138,40 @@ def test_an_unknown_language_in_pistons_words(http: httpx.Client) -> None:
                                                    "files": [{"content": "x"}]})  # fmt: skip
     assert response.status_code == 400
     assert response.json() == {"message": "cobol-3 runtime is unknown"}
+
+
+@pytest.mark.parametrize(
+    ("alias", "code", "said"),
+    [
+        ("gcc", '#include <stdio.h>\nint main(){puts("c");}', "c"),
+        ("g++", '#include <cstdio>\nint main(){std::puts("cpp");}', "c++"),
+        ("c++", '#include <cstdio>\nint main(){std::puts("cpp");}', "c++"),
+        ("py3", "print('python')", "python"),
+        ("python3.12", "print('python')", "python"),
+        ("node-js", "console.log('javascript')", "javascript"),
+        ("node-javascript", "console.log('javascript')", "javascript"),
+        ("deno-js", "console.log('javascript')", "javascript"),
+        ("tsc", "const x: string = 'typescript'; console.log(x)", "typescript"),
+        ("node-ts", "const x: string = 'typescript'; console.log(x)", "typescript"),
+        ("deno", "const x: string = 'typescript'; console.log(x)", "typescript"),
+        ("golang", 'package main\nimport "fmt"\nfunc main() { fmt.Println("go") }', "go"),
+    ],
+)
+def test_pistons_aliases_are_accepted(http: httpx.Client, alias: str, code: str, said: str) -> None:
+    data = execute(http, language=alias, files=[{"content": code}])
+    assert data["language"] == said
+    assert data["run"]["code"] == 0, data
+
+
+def test_typescript_version_selectors_match_the_compiler(http: httpx.Client) -> None:
+    data = execute(http, language="typescript", version="5.x",
+                   files=[{"content": "console.log(1 as number)"}])  # fmt: skip
+    assert data["run"]["stdout"] == "1\n"
+
+
+def test_packages_lists_what_is_installed(http: httpx.Client) -> None:
+    packages = http.get("/api/v2/packages").json()
+    assert all(set(p) == {"language", "language_version", "installed"} for p in packages)
+    names = {p["language"] for p in packages}
+    assert {"python", "node", "gcc", "java"} <= names
+    assert all(p["installed"] for p in packages)

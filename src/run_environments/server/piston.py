@@ -36,6 +36,46 @@ def error_format(problem: Problem) -> JSONResponse:
 
 
 VERSION = re.compile(r"\d+\.\d+(?:\.\d+)?")
+
+PISTON: dict[str, tuple[str, str | None, tuple[str, ...]]] = {
+    "python": ("python", None, ("py", "py3", "python3")),
+    "javascript": ("javascript", "node", ("node-javascript", "node-js", "javascript", "js",
+                                          "deno-js")),
+    "typescript": ("typescript", None, ("ts", "node-ts", "tsc", "typescript5", "ts5", "deno",
+                                        "deno-ts")),
+    "bash": ("bash", None, ("sh",)),
+    "ruby": ("ruby", None, ("rb",)),
+    "perl": ("perl", None, ("pl",)),
+    "php": ("php", None, ()),
+    "lua": ("lua", None, ()),
+    "c": ("c", "gcc", ("gcc",)),
+    "cpp": ("c++", "gcc", ("cpp", "g++")),
+    "go": ("go", None, ("go", "golang")),
+    "rust": ("rust", None, ("rs",)),
+    "java": ("java", None, ()),
+}  # fmt: skip
+"""Our language -> Piston's name for it, the Piston package that provides it (when not of
+the same name), and the aliases Piston's packages declare for it."""
+_BY_PISTON = {name: ours for ours, (piston, _, aliases) in PISTON.items()
+              for name in (piston, *aliases)}  # fmt: skip
+_VERSIONED = re.compile(r"(python|typescript|ts|node|php|ruby|lua)[0-9][0-9.]*")
+
+
+def piston_language(name: str) -> str:
+    """Our language for a name a Piston client sends: Piston's names and aliases (``c++``,
+    ``g++``, ``py3``, ``node-js``, ``deno``, ``python3.12``...), then our own.
+
+    :raises InvalidOptionsError: for a name neither knows.
+    """
+    key = name.strip().lower()
+    if key in _BY_PISTON:
+        return _BY_PISTON[key]
+    versioned = _VERSIONED.fullmatch(key)
+    if versioned:
+        return get_language(versioned.group(1)).name
+    return get_language(key).name
+
+
 Milliseconds = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 
 
@@ -61,7 +101,9 @@ class PistonFile(BaseModel):
         return self.content
 
 
-NAMES: list[JsonValue] = [*sorted({n for lang in LANGUAGES for n in (lang.name, *lang.aliases)})]
+NAMES: list[JsonValue] = [
+    *sorted({n for lang in LANGUAGES for n in (lang.name, *lang.aliases)} | set(_BY_PISTON))
+]
 
 
 class ExecuteRequest(BaseModel):
@@ -107,8 +149,8 @@ class Runtime(BaseModel):
     runtime: str | None = None
 
 
-async def _version(service: Service, command: str, args: tuple[str, ...]) -> str:
-    script = " ".join(shlex.quote(part) for part in (command, *args)) + " 2>&1"
+async def _version(service: Service, command: tuple[str, ...]) -> str:
+    script = " ".join(shlex.quote(part) for part in command) + " 2>&1"
     options = ExecutionOptions(language="bash", timeout=30)
     result = await service.run(service.environment(None), script, options)
     found = VERSION.search(result.stdout)
@@ -138,18 +180,17 @@ async def runtimes(service: Service) -> list[Runtime]:
 
 
 async def _probe(service: Service) -> list[Runtime]:
-    """Each available language's runtime, its version asked of the tool (an execution
-    like any other, counted in the metrics)."""
+    """Each available language's runtime in Piston's names, its version asked of the tool
+    that really runs it (an execution like any other, counted in the metrics)."""
     found = []
     for support in (await service.environment(None).status()).languages:
         if support.available and support.command:
             language = get_language(support.name)
-            version = await _version(service, support.command, language.version)
-            aliases = list(support.aliases)
+            command = language.version_of or (support.command, *language.version)
+            version = await _version(service, command)
+            name, package, aliases = PISTON.get(language.name, (language.name, None, ()))
             found.append(
-                Runtime(
-                    language=support.name, version=version, aliases=aliases, runtime=support.command
-                )
+                Runtime(language=name, version=version, aliases=list(aliases), runtime=package)
             )
     return found
 
@@ -168,10 +209,24 @@ def _matches(version: str, selector: str) -> bool:
     return True
 
 
-@router.get("/api/v2/runtimes", response_model=list[Runtime])
+@router.get("/api/v2/runtimes", response_model=list[Runtime], response_model_exclude_none=True)
 async def list_runtimes(request: Request) -> list[Runtime]:
-    """The languages and versions this server runs."""
+    """The languages and versions this server runs, in Piston's names."""
     return await runtimes(service_of(request))
+
+
+class Package(BaseModel):
+    language: str
+    language_version: str
+    installed: bool
+
+
+@router.get("/api/v2/packages", response_model=list[Package])
+async def list_packages(request: Request) -> list[Package]:
+    """What is installed, in the shape of Piston's package list (installing and removing
+    packages through the API is not offered: the machine's setup installs them)."""
+    found = {(r.runtime or r.language, r.version) for r in await runtimes(service_of(request))}
+    return [Package(language=n, language_version=v, installed=True) for n, v in sorted(found)]
 
 
 def _stage(result: CompileResult | ExecutionResult, output: str | None = None) -> Stage:
@@ -207,10 +262,11 @@ async def execute(body: ExecuteRequest, request: Request) -> ExecuteResponse:
     service = service_of(request)
     unknown = InvalidOptionsError(f"{body.language}-{body.version} runtime is unknown")
     try:
-        language = get_language(body.language)
+        language = get_language(piston_language(body.language))
     except InvalidOptionsError:
         raise unknown from None  # Piston's own words
-    runtime = next((r for r in await runtimes(service) if r.language == language.name), None)
+    name = PISTON.get(language.name, (language.name,))[0]
+    runtime = next((r for r in await runtimes(service) if r.language == name), None)
     if runtime is None or not _matches(runtime.version, body.version):
         raise unknown
     main, *others = body.files
@@ -239,5 +295,5 @@ async def execute(body: ExecuteRequest, request: Request) -> ExecuteResponse:
         run = compiled  # Piston v2 answers a failed compilation in ``run`` too
     else:
         run = _stage(result, "".join(interleaved))
-    return ExecuteResponse(language=language.name, version=runtime.version, run=run,
+    return ExecuteResponse(language=name, version=runtime.version, run=run,
                            compile=compiled)  # fmt: skip
