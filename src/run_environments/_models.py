@@ -90,6 +90,19 @@ def check_relative_path(path: str) -> str:
     return normal
 
 
+def check_file_path(path: str) -> str:
+    """Return a file's path normalised: relative (inside the workspace), or absolute without
+    ``..`` (an environment decides which absolute places it offers: see
+    ``CommandRunEnvironment.file_roots``)."""
+    if isinstance(path, str) and path.startswith("/") and "\0" not in path:
+        encode_text(path, f"file path {path!r}")
+        normal = posixpath.normpath(path)
+        if ".." in path.split("/") or normal == "/" or normal.startswith("//"):
+            raise InvalidOptionsError(f"file path {path!r} must not leave its directory")
+        return normal
+    return check_relative_path(path)
+
+
 def _check_files(value: Mapping[str, str | bytes]) -> dict[str, str | bytes]:
     files: dict[str, str | bytes] = {}
     for path, content in dict(value).items():
@@ -97,7 +110,7 @@ def _check_files(value: Mapping[str, str | bytes]) -> dict[str, str | bytes]:
             raise InvalidOptionsError(f"content of file {path!r} must be str or bytes")
         if isinstance(content, str):
             encode_text(content, f"content of file {path!r}")
-        files[check_relative_path(path)] = content
+        files[check_file_path(path)] = content
     return files
 
 
@@ -176,7 +189,9 @@ class ExecutionOptions:
     :param env: extra environment variables for the program.
     :param stdin: text or bytes fed to the program's standard input.
     :param args: program arguments.
-    :param files: relative path -> content, written into the workspace before the run.
+    :param files: path -> content, written before the run: relative paths into the
+        workspace, absolute ones where the environment offers (the sandbox: below ``/tmp``
+        and ``/mnt``).
     :param max_output_bytes: the most kept of each of stdout and stderr; a program that writes
         more is stopped and the result says the stream was truncated.
     :param compile_timeout: wall-clock limit of the compile step of compiled languages.
@@ -246,7 +261,7 @@ class ExecutionOptions:
             raise InvalidOptionsError(
                 f"fetch_files names {len(fetch)} paths; at most {MAX_FETCH_FILES}"
             )
-        object.__setattr__(self, "fetch_files", tuple(check_relative_path(p) for p in fetch))
+        object.__setattr__(self, "fetch_files", tuple(check_file_path(p) for p in fetch))
         if self.filename is not None:
             if not isinstance(self.filename, str):
                 raise InvalidOptionsError("filename must be a relative path")

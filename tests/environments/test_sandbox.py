@@ -15,6 +15,7 @@ from run_environments import (
     EnvironmentUnavailableError,
     InvalidOptionsError,
     Limits,
+    LocalRunEnvironment,
     RunEnvironment,
 )
 from run_environments.environments.sandbox import SandboxRunEnvironment
@@ -271,3 +272,37 @@ async def test_a_held_sandbox_that_died_is_replaced_and_released(
     assert await sandbox.settle()
     (replacement,) = sandbox.held()  # a new one waits for run 3
     assert replacement.slot != held.slot and replacement.pid not in (None, held.pid)
+
+
+@pytest.mark.parametrize("cgroups", [True, False])
+async def test_files_in_tmp_and_mnt(shared_tmp: Path, cgroups: bool) -> None:
+    """Absolute paths below /tmp and /mnt (as SandboxFusion's clients send them): written
+    before the run as its identity, fetched after it, gone with it; a link the program
+    planted there is not followed."""
+    code = (
+        "import os\nprint(open('/tmp/in.txt').read(), open('/mnt/data/t.csv').read())\n"
+        "open('/tmp/out.txt', 'w').write('out')\nos.symlink('/etc/passwd', '/mnt/data/leak')"
+    )
+    async with SandboxRunEnvironment(tmp_dir=str(shared_tmp), cgroups=cgroups) as env:
+        result = await env.execute(
+            code,
+            files={"/tmp/in.txt": "in", "/mnt/data/t.csv": "a,b"},
+            fetch_files=["/tmp/out.txt", "/mnt/data/leak", "/tmp/in.txt"],
+        )
+        assert result.stdout == "in a,b\n", result
+        assert result.files == {"/tmp/out.txt": b"out", "/tmp/in.txt": b"in"}
+        assert result.missing_files == ("/mnt/data/leak",)
+        again = await env.execute("import os; print(os.listdir('/tmp'))")
+        assert again.stdout == "[]\n"  # the next run's /tmp is its own
+        with pytest.raises(InvalidOptionsError, match="below /tmp or /mnt"):
+            await env.execute("1", files={"/etc/cron.d/x": "x"})
+        assert await sandbox_leftovers(env, shared_tmp) == []
+
+
+async def test_the_local_environment_takes_only_relative_files(tmp_path: Path) -> None:
+    async with LocalRunEnvironment(tmp_dir=str(tmp_path)) as env:
+        with pytest.raises(
+            InvalidOptionsError, match=r"must be relative \(in the workspace\) here"
+        ):
+            await env.execute("1", files={"/tmp/x": "x"})
+        assert list(tmp_path.iterdir()) == []

@@ -97,8 +97,30 @@ def test_language_it_cannot_run_is_a_sandbox_error(http: httpx.Client) -> None:
         {"language": "python"},
         {"code": "x", "language": "python", "run_timeout": 0},
         {"code": "x", "language": "python", "files": {"a": "not base64!"}},
-        {"code": "x", "language": "python", "files": {"/abs": ""}},
+        {"code": "x", "language": "python", "files": {"/etc/profile.d/x.sh": ""}},
+        {"code": "x", "language": "python", "files": {"/tmp/../etc/x": ""}},
+        {"code": "x", "language": "python", "files": {"../up": ""}},
+        {"code": "x", "language": "python", "fetch_files": ["/proc/self/environ"]},
     ],
 )
 def test_malformed_is_422(http: httpx.Client, body: dict) -> None:
     assert http.post("/run_code", json=body).status_code == 422
+
+
+def test_absolute_paths_in_writable_places(http: httpx.Client) -> None:
+    """SandboxFusion's clients name files in /tmp and /mnt/data, as its sandbox offers."""
+    code = (
+        "import os\nprint(open('/tmp/in.txt').read(), open('/mnt/data/table.csv').read())\n"
+        "os.makedirs('/mnt/data/out', exist_ok=True)\n"
+        "open('/mnt/data/out/answer.txt', 'w').write('42')\nopen('/tmp/log.txt', 'w').write('ok')"
+    )
+    files = {"/tmp/in.txt": base64.b64encode(b"in").decode(),
+             "/mnt/data/table.csv": base64.b64encode(b"a,b").decode()}  # fmt: skip
+    fetch = ["/mnt/data/out/answer.txt", "/tmp/log.txt", "/tmp/never.txt"]
+    data = run_code(http, code=code, language="python", files=files, fetch_files=fetch)
+    assert data["status"] == "Success", data
+    assert data["run_result"]["stdout"] == "in a,b\n"
+    assert {k: base64.b64decode(v) for k, v in data["files"].items()} == {
+        "/mnt/data/out/answer.txt": b"42",
+        "/tmp/log.txt": b"ok",
+    }

@@ -38,3 +38,20 @@ async def test_async_client(url: str) -> None:
         RunCodeRequest(code="console.log(1 + 1)", language="nodejs"), endpoint=url
     )
     assert response.status == RunStatus.Success and response.run_result.stdout == "2\n"
+
+
+def test_files_in_tmp_through_the_client(url: str) -> None:
+    import base64
+
+    response = sandbox_fusion.run_code(
+        RunCodeRequest(
+            code="print(open('/tmp/data.txt').read()[::-1])\nopen('/tmp/out.txt', 'w').write('x')",
+            language="python",
+            files={"/tmp/data.txt": base64.b64encode(b"abc").decode()},
+            fetch_files=["/tmp/out.txt"],
+        ),
+        endpoint=url,
+    )
+    assert response.status == RunStatus.Success, response
+    assert response.run_result.stdout == "cba\n"
+    assert base64.b64decode(response.files["/tmp/out.txt"]) == b"x"

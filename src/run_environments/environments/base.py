@@ -172,6 +172,11 @@ class CommandRunEnvironment(RunEnvironment, Generic[W]):
     """Directories outside the workspace an absolute ``cwd`` may be in (see
     :func:`~.command.resolve_cwd`)."""
 
+    file_roots: ClassVar[tuple[str, ...]] = ()
+    """Directories outside the workspace that ``files`` and ``fetch_files`` may name
+    absolute paths below (the sandbox: ``/tmp`` and ``/mnt``, as SandboxFusion's clients
+    use them); none by default."""
+
     def __init__(self) -> None:
         self._toolchains: dict[str, Toolchain | str] = {}
         self._workspaces: set[W] = set()
@@ -237,13 +242,18 @@ class CommandRunEnvironment(RunEnvironment, Generic[W]):
         chain = await self._toolchain(language)
         if not isinstance(chain, Toolchain):
             raise LanguageUnavailableError(language.name, self.name, chain)
-        files = {path: _as_bytes(content) for path, content in options.files.items()}
         filename = language.file_for(code, options.filename)
-        files[filename] = encode_text(code, "code")
-        check_tree(files)
         workspace = await self._workspace()
         self._workspaces.add(workspace)
         try:
+            files = {self._placed(p, workspace): _as_bytes(c) for p, c in options.files.items()}
+            files[filename] = encode_text(code, "code")
+            fetch = {path: self._placed(path, workspace) for path in options.fetch_files}
+            outside = [p for p in (*files, *fetch.values()) if p.startswith("/")]
+            check_tree(p for p in files if not p.startswith("/"))
+            check_tree(p.lstrip("/") for p in files if p.startswith("/"))
+            if outside:
+                workspace.uses({r for r in self.file_roots for p in outside if _below(p, r)})
             await workspace.write(files)
             compile_argv, run_argv = chain.commands(workspace.path, filename)
             compiled = None
@@ -253,7 +263,8 @@ class CommandRunEnvironment(RunEnvironment, Generic[W]):
                     return self._compile_failure(compiled, language)
             command = self._command([*run_argv, *options.args], workspace, options, language)
             outcome = await self._stage(command, workspace)
-            fetched = await workspace.read(options.fetch_files) if options.fetch_files else {}
+            read = await workspace.read(list(fetch.values())) if fetch else {}
+            fetched = {asked: read[placed] for asked, placed in fetch.items() if placed in read}
             missing = tuple(path for path in options.fetch_files if path not in fetched)
         finally:
             await self._remove(workspace)  # to its end even when cancelled (see Workspace)
@@ -264,6 +275,23 @@ class CommandRunEnvironment(RunEnvironment, Generic[W]):
             compile=compiled,
             files=fetched,
             missing_files=missing,
+        )
+
+    def _placed(self, path: str, workspace: W) -> str:
+        """A file's path as the workspace takes it: relative to the workspace (also when
+        given as an absolute path inside it), or absolute below one of :attr:`file_roots`.
+
+        :raises InvalidOptionsError: for another absolute path.
+        """
+        if not path.startswith("/"):
+            return path
+        if _below(path, workspace.path):
+            return path[len(workspace.path.rstrip("/")) + 1 :]
+        if any(_below(path, root) for root in self.file_roots):
+            return path
+        beyond = f", or below {' or '.join(self.file_roots)}" if self.file_roots else ""
+        raise InvalidOptionsError(
+            f"file path {path!r} must be relative (in the workspace){beyond} here"
         )
 
     async def _stage(self, command: Command, workspace: W) -> Outcome:
@@ -311,6 +339,10 @@ class CommandRunEnvironment(RunEnvironment, Generic[W]):
             environment=self.name,
             compile=compiled,
         )
+
+
+def _below(path: str, directory: str) -> bool:
+    return path.startswith(directory.rstrip("/") + "/")
 
 
 def _as_bytes(content: str | bytes) -> bytes:

@@ -85,6 +85,7 @@ class E2BRunEnvironment(CommandRunEnvironment["E2BWorkspace"]):
 
     name = "e2b"
     cwd_outside = ("/",)  # the sandbox is the cloud's: any directory in it
+    file_roots = ("/tmp",)
 
     def __init__(
         self,
@@ -237,10 +238,13 @@ class E2BWorkspace(Workspace):
         self._calls = calls
         self._removed = False
 
+    def _where(self, path: str) -> str:
+        return path if path.startswith("/") else f"{self.path}/{path}"
+
     async def write(self, files: Mapping[str, bytes]) -> None:
         async with self._calls() as sandbox:
-            for relative, content in files.items():
-                await sandbox.files.write(f"{self.path}/{relative}", content)
+            for path, content in files.items():
+                await sandbox.files.write(self._where(path), content)
 
     async def make_dir(self, relative: str) -> None:
         async with self._calls() as sandbox:
@@ -249,14 +253,14 @@ class E2BWorkspace(Workspace):
     async def read(self, paths: Sequence[str]) -> dict[str, bytes]:
         found = {}
         async with self._calls() as sandbox:
-            for relative in paths:
+            for path in paths:
                 try:
-                    data = await sandbox.files.read(f"{self.path}/{relative}", format="bytes")
+                    data = await sandbox.files.read(self._where(path), format="bytes")
                 except e2b.SandboxException as exc:
                     if _gone(exc):
                         raise
                     continue  # missing, not a regular file, or out of reach
-                found[relative] = bytes(data)
+                found[path] = bytes(data)
         return found
 
     async def remove(self) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import abc
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 
 from .._offload import off_loop, soon
 from .._workspace import default_parent, make_dirs, read_files, remove_tree, write_files
@@ -26,9 +26,15 @@ class Workspace(abc.ABC):
     def __init__(self, path: str) -> None:
         self.path = path
 
+    def uses(self, roots: Collection[str]) -> None:  # noqa: B027 (a hook; most need none)
+        """The directories beyond the workspace (among its environment's ``file_roots``)
+        this execution's files and fetched files are in; called before :meth:`write`. A
+        workspace that provides them only on demand prepares them."""
+
     @abc.abstractmethod
     async def write(self, files: Mapping[str, bytes]) -> None:
-        """Put relative path -> content into the workspace (paths are checked already)."""
+        """Put path -> content into the workspace: relative paths, and absolute ones below
+        the environment's ``file_roots`` (paths are checked already)."""
 
     @abc.abstractmethod
     async def make_dir(self, relative: str) -> None:
@@ -37,7 +43,8 @@ class Workspace(abc.ABC):
 
     @abc.abstractmethod
     async def read(self, paths: Sequence[str]) -> dict[str, bytes]:
-        """The files at ``paths`` that exist and are regular files, as they are."""
+        """The files at ``paths`` (as for :meth:`write`) that exist and are regular files,
+        as they are."""
 
     @abc.abstractmethod
     async def remove(self) -> None:

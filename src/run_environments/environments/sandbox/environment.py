@@ -83,6 +83,7 @@ class SandboxRunEnvironment(CommandRunEnvironment[Execution]):
 
     name = "sandbox"
     cwd_outside = ("/tmp",)
+    file_roots = ("/tmp", "/mnt")
 
     def __init__(
         self,
@@ -218,7 +219,9 @@ class SandboxRunEnvironment(CommandRunEnvironment[Execution]):
         # The first stage may take a sandbox started ahead, and its identity; a later stage
         # (the run after a compile step) runs as the identity the first one had.
         first = execution.user is None
-        sandbox = await self._pool.claim(shape, command.remaining()) if first else None
+        binds = execution.binds()  # areas beyond the workspace: a sandbox of its own
+        ahead = first and not binds
+        sandbox = await self._pool.claim(shape, command.remaining()) if ahead else None
         if sandbox is not None:
             execution.user, sandbox.holds_identity = sandbox.user, False
         elif first:
@@ -232,6 +235,7 @@ class SandboxRunEnvironment(CommandRunEnvironment[Execution]):
                     staging=execution.host,
                     direct=execution.mounted,
                     timeout=max(command.remaining(), 0.001),
+                    binds=binds,
                 )
             except EnvironmentUnavailableError:
                 if command.remaining() > 0:
@@ -255,7 +259,7 @@ class SandboxRunEnvironment(CommandRunEnvironment[Execution]):
             )
         finally:
             usage = await self._launcher.dispose(sandbox, back_to=execution.host)
-        if prestart and self.prestart:
+        if prestart and self.prestart and not binds:
             self._pool.prestart(shape)  # after the run, so that it does not compete with it
         if not sandbox.made:
             message = outcome.stderr.decode(errors="replace").strip()

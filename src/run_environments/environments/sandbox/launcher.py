@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ..._handles import ProcessHandle
@@ -83,11 +84,13 @@ class Launcher:
         direct: bool = False,
         timeout: float,
         held: bool = False,
+        binds: Sequence[tuple[str, str]] = (),
     ) -> Sandbox:
         """Start a sandbox for ``shape`` as ``user``; with ``staging``, its files go in first
         (so that a working directory among them exists when bubblewrap sets up), or with
         ``direct`` the staging directory itself is bound. With ``held``, the sandbox holds
-        ``user`` and gives it back when it is disposed of."""
+        ``user`` and gives it back when it is disposed of. ``binds`` are further host
+        directories, by where they appear (one at ``/tmp`` replaces the fresh one)."""
         if direct and staging is not None:
             slot = staging
         else:
@@ -106,11 +109,12 @@ class Launcher:
                 self._argv(shape.limits, shape.argv),
                 static=self._static(),
                 seccomp_filter=seccomp.compile_filter(self.network),
-                tmp_size=disk(shape.limits),
+                tmp_size=None if any(t == "/tmp" for _, t in binds) else disk(shape.limits),
                 shm_size=disk(shape.limits),
                 cwd=shape.cwd,
                 env=dict(shape.env),
                 timeout=timeout,
+                binds=binds,
             )
         except BaseException:
             await self.dispose(sandbox, back_to=back_to)

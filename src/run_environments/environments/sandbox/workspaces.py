@@ -4,7 +4,9 @@ no cgroup bounds them, removed with everything in them, their identity then give
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import os
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field
 
 from ..._models import Limits
 from ..._workspace import Budget, make_dirs, off_loop, read_files, remove_tree, soon, write_files
@@ -16,28 +18,70 @@ from .instance import InstanceDirectory
 from .outcomes import disk
 
 
+@dataclass
+class Area:
+    """A host directory of an execution's own bound at ``target`` (``/tmp``, ``/mnt``) in
+    its sandboxes, for files it names there; written at the first stage, as for the
+    workspace."""
+
+    target: str
+    host: str
+    pending: dict[str, bytes] = field(default_factory=dict)
+    mounted: bool = False
+
+
 class Execution(Workspace):
     """One execution's workspace: a host directory bound into its sandboxes at
-    ``/workspace``. What is written and made waits for the first stage, which decides the
-    identity the files belong to (a sandbox started ahead comes with its own)."""
+    ``/workspace``, and the areas its files name beyond it. What is written and made waits
+    for the first stage, which decides the identity the files belong to (a sandbox started
+    ahead comes with its own)."""
 
     def __init__(self, owner: Executions, host: str) -> None:
         super().__init__(bubblewrap.WORKDIR)
         self.host = host
         self.pending: dict[str, bytes] = {}
         self.directories: list[str] = []
+        self.areas: dict[str, Area] = {}
         self.user: tuple[int, int] | None = None
         self.mounted = False
         self._owner = owner
 
+    def uses(self, roots: Collection[str]) -> None:
+        for root in roots:
+            if root not in self.areas:
+                self.areas[root] = Area(root, self._owner.home.mkdtemp("area-"))
+
+    def binds(self) -> list[tuple[str, str]]:
+        """(host directory, sandbox directory) of the areas, for bubblewrap."""
+        return [(area.host, area.target) for area in self.areas.values()]
+
+    def _area(self, path: str) -> tuple[Area | None, str]:
+        for area in self.areas.values():
+            if path.startswith(area.target + "/"):
+                return area, path[len(area.target) + 1 :]
+        return None, path
+
     async def write(self, files: Mapping[str, bytes]) -> None:
-        self.pending.update(files)
+        for path, content in files.items():
+            area, relative = self._area(path)
+            (area.pending if area is not None else self.pending)[relative] = content
 
     async def make_dir(self, relative: str) -> None:
         self.directories.append(relative)
 
     async def read(self, paths: Sequence[str]) -> dict[str, bytes]:
-        return (await off_loop(read_files, self.host, paths)).files
+        return await off_loop(self._read, paths)
+
+    def _read(self, paths: Sequence[str]) -> dict[str, bytes]:
+        by_place: dict[str, dict[str, str]] = {}
+        for path in paths:
+            area, relative = self._area(path)
+            by_place.setdefault(area.host if area else self.host, {})[relative] = path
+        found: dict[str, bytes] = {}
+        for host, wanted in by_place.items():
+            for relative, content in read_files(host, list(wanted)).files.items():
+                found[wanted[relative]] = content
+        return found
 
     async def remove(self) -> None:
         await self._owner.close(self)
@@ -78,6 +122,14 @@ class Executions:
             execution.mounted = True
         write_files(execution.host, execution.pending, execution.user, budget)
         execution.pending = {}
+        for area in execution.areas.values():
+            if self.mount and not area.mounted:
+                mounts.mount_tmpfs(area.host, disk(limits), execution.user)
+                area.mounted = True
+            elif execution.user is not None:
+                os.chown(area.host, *execution.user)
+            write_files(area.host, area.pending, execution.user, budget)
+            area.pending = {}
         while execution.directories:
             make_dirs(execution.host, execution.directories[0], execution.user, budget)
             execution.directories.pop(0)
@@ -89,6 +141,11 @@ class Executions:
         if execution.mounted:
             mounts.unmount(execution.host)
             execution.mounted = False
+        for area in execution.areas.values():
+            if area.mounted:
+                mounts.unmount(area.host)
+                area.mounted = False
+            await soon(remove_tree, area.host)
         await soon(remove_tree, execution.host)
         if self._open.pop(execution.host, None) is not None:
             self.release(execution.user)
@@ -103,3 +160,7 @@ class Executions:
             if execution.mounted:
                 mounts.unmount(execution.host)
                 execution.mounted = False
+            for area in execution.areas.values():
+                if area.mounted:
+                    mounts.unmount(area.host)
+                    area.mounted = False
