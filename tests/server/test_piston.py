@@ -175,3 +175,26 @@ def test_packages_lists_what_is_installed(http: httpx.Client) -> None:
     names = {p["language"] for p in packages}
     assert {"python", "node", "gcc", "java"} <= names
     assert all(p["installed"] for p in packages)
+
+
+@pytest.mark.parametrize(
+    ("alias", "code", "said"),
+    [
+        ("mono", 'class P { static void Main() { System.Console.WriteLine("ok"); } }', "csharp"),
+        ("hs", 'main = putStrLn "ok"', "haskell"),
+        ("ml", 'print_endline "ok"', "ocaml"),
+        ("f90", "program p\n  print '(a)', 'ok'\nend program p", "fortran"),
+        ("freepascal", "program p;\nbegin\n  writeln('ok');\nend.", "pascal"),
+        ("gdc", 'import std.stdio;\nvoid main() { writeln("ok"); }', "d"),
+        ("r", 'cat("ok\\n")', "rscript"),
+        ("rkt", '#lang racket/base\n(displayln "ok")', "racket"),
+        ("escript", '-module(m).\n-export([main/1]).\nmain(_) -> io:format("ok~n").', "erlang"),
+        ("exs", 'IO.puts("ok")', "elixir"),
+        ("gawk", 'BEGIN { print "ok" }', "awk"),
+    ],
+)
+def test_more_languages_under_pistons_names(
+    http: httpx.Client, alias: str, code: str, said: str
+) -> None:
+    data = execute(http, language=alias, files=[{"content": code}])
+    assert (data["language"], data["run"]["stdout"]) == (said, "ok\n"), data

@@ -124,3 +124,17 @@ def test_absolute_paths_in_writable_places(http: httpx.Client) -> None:
         "/mnt/data/out/answer.txt": b"42",
         "/tmp/log.txt": b"ok",
     }
+
+
+@pytest.mark.parametrize(
+    ("language", "code"),
+    [
+        ("csharp", 'class P { static void Main() { System.Console.WriteLine("ok"); } }'),
+        ("R", 'cat("ok\\n")'),
+        ("racket", '#lang racket/base\n(displayln "ok")'),
+    ],
+)
+def test_more_of_its_languages(http: httpx.Client, language: str, code: str) -> None:
+    data = run_code(http, code=code, language=language)
+    assert data["status"] == "Success", data
+    assert data["run_result"]["stdout"] == "ok\n"

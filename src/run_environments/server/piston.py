@@ -53,6 +53,17 @@ PISTON: dict[str, tuple[str, str | None, tuple[str, ...]]] = {
     "go": ("go", None, ("go", "golang")),
     "rust": ("rust", None, ("rs",)),
     "java": ("java", None, ()),
+    "csharp": ("csharp", "mono", ("mono", "mono-csharp", "mono-c#", "mono-cs", "c#", "cs")),
+    "haskell": ("haskell", None, ("haskell", "hs")),
+    "ocaml": ("ocaml", None, ("ml",)),
+    "fortran": ("fortran", "gcc", ("fortran", "f90")),
+    "pascal": ("pascal", "freepascal", ("freepascal", "pp", "pas")),
+    "d": ("d", "gcc", ("gdc",)),
+    "r": ("rscript", None, ("r",)),
+    "racket": ("racket", None, ("rkt",)),
+    "erlang": ("erlang", None, ("erlang", "erl", "escript")),
+    "elixir": ("elixir", None, ("elixir", "exs")),
+    "awk": ("awk", "gawk", ("gawk",)),
 }  # fmt: skip
 """Our language -> Piston's name for it, the Piston package that provides it (when not of
 the same name), and the aliases Piston's packages declare for it."""

@@ -24,12 +24,12 @@ router = APIRouter(tags=["SandboxFusion"])
 LANGUAGES: dict[str, str | None] = {
     "python": "python", "nodejs": "javascript", "typescript": "typescript", "bash": "bash",
     "ruby": "ruby", "cpp": "cpp", "go": "go", "java": "java", "rust": "rust", "php": "php",
-    "perl": "perl", "lua": "lua",
+    "perl": "perl", "lua": "lua", "csharp": "csharp", "R": "r", "racket": "racket",
     # SandboxFusion languages this server has no runner for
-    "go_test": None, "csharp": None, "sql": None, "cuda": None, "R": None, "D_ut": None,
+    "go_test": None, "sql": None, "cuda": None, "D_ut": None,
     "scala": None, "julia": None, "pytest": None, "junit": None, "kotlin_script": None,
     "jest": None, "verilog": None, "python_gpu": None, "lean": None, "swift": None,
-    "racket": None, "python2": None, "gtest": None, "react": None,
+    "python2": None, "gtest": None, "react": None,
 }  # fmt: skip
 
 

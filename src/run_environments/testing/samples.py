@@ -30,6 +30,17 @@ HELLO = {
         "public class Main { public static void main(String[] a) {"
         ' System.out.println("hello from java"); } }'
     ),
+    "csharp": 'class P { static void Main() { System.Console.WriteLine("hello from csharp"); } }',
+    "haskell": 'main = putStrLn "hello from haskell"',
+    "ocaml": 'print_endline "hello from ocaml"',
+    "fortran": "program hello\n  print '(a)', 'hello from fortran'\nend program hello",
+    "pascal": "program hello;\nbegin\n  writeln('hello from pascal');\nend.",
+    "d": 'import std.stdio;\nvoid main() { writeln("hello from d"); }',
+    "r": 'cat("hello from r\\n")',
+    "racket": '#lang racket/base\n(displayln "hello from racket")',
+    "erlang": '-module(main).\n-export([main/1]).\nmain(_) -> io:format("hello from erlang~n").',
+    "elixir": 'IO.puts("hello from elixir")',
+    "awk": 'BEGIN { print "hello from awk" }',
 }
 
 # Each prints "<first argument>:<first line of stdin>".
@@ -73,6 +84,44 @@ ECHO = {
         " throws IOException { String l = new BufferedReader(new InputStreamReader(System.in))"
         '.readLine(); System.out.println(a[0] + ":" + l); } }'
     ),
+    "csharp": (
+        "class P { static void Main(string[] a) { var l = System.Console.ReadLine();"
+        ' System.Console.WriteLine(a[0] + ":" + l); } }'
+    ),
+    "haskell": (
+        "import System.Environment\n"
+        'main = do { (a:_) <- getArgs; l <- getLine; putStrLn (a ++ ":" ++ l) }'
+    ),
+    "ocaml": 'let () = let l = input_line stdin in print_endline (Sys.argv.(1) ^ ":" ^ l)',
+    "fortran": (
+        "program echo\n  character(len=256) :: a, l\n  call get_command_argument(1, a)\n"
+        "  read(*, '(a)') l\n  print '(a)', trim(a) // ':' // trim(l)\nend program echo"
+    ),
+    "pascal": (
+        "program echo;\nvar l: string;\nbegin\n  readln(l);\n  writeln(ParamStr(1), ':', l);\nend."
+    ),
+    "d": (
+        "import std.stdio, std.string;\n"
+        'void main(string[] a) { auto l = readln().chomp; writeln(a[1], ":", l); }'
+    ),
+    "r": (
+        "a <- commandArgs(trailingOnly = TRUE)\n"
+        'l <- readLines(file("stdin"), n = 1)\ncat(a[1], ":", l, "\\n", sep = "")'
+    ),
+    "racket": (
+        "#lang racket/base\n(define l (read-line))\n"
+        '(displayln (string-append (vector-ref (current-command-line-arguments) 0) ":" l))'
+    ),
+    "erlang": (
+        "-module(main).\n-export([main/1]).\n"
+        'main([A | _]) -> L = string:trim(io:get_line(""), trailing, "\\n"),'
+        ' io:format("~s:~s~n", [A, L]).'
+    ),
+    "elixir": (
+        '[a | _] = System.argv()\nl = IO.gets("") |> String.trim_trailing("\\n")\n'
+        'IO.puts(a <> ":" <> l)'
+    ),
+    "awk": 'BEGIN { getline l < "-"; print ARGV[1] ":" l; exit }',
 }
 
 FAILED_ASSERTION = {
@@ -88,7 +137,15 @@ FAILED_ASSERTION = {
     "rust": 'fn main() { assert_eq!(1 + 1, 3); println!("not checked"); }',
     "java": "public class Main { public static void main(String[] a) {"
     ' assert 1 + 1 == 3 : "wrong"; System.out.println("not checked"); } }',
+    "haskell": "import Control.Exception (assert)\n"
+    'main = putStrLn (assert (1 + 1 == (3 :: Int)) "not checked")',
+    "ocaml": 'let () = assert (1 + 1 = 3); print_endline "not checked"',
+    "d": 'import std.stdio;\nvoid main() { assert(1 + 1 == 3); writeln("not checked"); }',
+    "r": 'stopifnot(1 + 1 == 3)\ncat("not checked\\n")',
+    "elixir": '1 + 1 = 3\nIO.puts("not checked")',
 }
 """A wrong solution caught by the language's own assertion (as test harnesses of
 evaluation datasets check answers): the run must fail. The languages without an assertion
-statement (shells, Ruby, Perl, Go) check with an exit status, which needs no flag."""
+statement (shells, Ruby, Perl, Go, awk, Fortran, Pascal, Racket's and Erlang's scripts)
+check with an exit status, which needs no flag; C#'s ``Debug.Assert`` is a no-op unless the
+program is built for debugging, as on .NET."""

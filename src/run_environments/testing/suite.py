@@ -18,6 +18,7 @@ from run_environments import (
     InvalidOptionsError,
     RunEnvironment,
     UnknownLanguageError,
+    get_language,
     language_names,
 )
 
@@ -69,7 +70,7 @@ class EnvironmentBehaviour(abc.ABC):
         assert result.error is None
         assert result.language == language
         assert result.environment == self.result_environment(env)
-        if language in ("c", "cpp", "go", "rust", "java"):
+        if get_language(language).compiled:
             assert result.compile is not None
             assert result.compile.success
         else:

@@ -27,11 +27,14 @@ ETC = (
     "alternatives", "ld.so.cache", "ld.so.conf", "ld.so.conf.d", "ssl", "ca-certificates",
     "ca-certificates.conf", "localtime", "timezone", "nsswitch.conf", "mime.types", "magic",
     "os-release", "debian_version", "gai.conf", "protocols", "services", "java-*", "php",
-    "perl", "gcrypt",
+    "perl", "gcrypt", "R", "mono", "fpc.cfg", "fpc-*.cfg",
 )  # fmt: skip
 """What of /etc interpreters and compilers read; shadow files, keys and host names stay out."""
 
 NETWORK_ETC = ("resolv.conf", "hosts", "host.conf")
+
+VAR = ("lib/ghc",)
+"""What of /var compilers read (GHC's package database), read-only."""
 
 PASSWD = f"root:x:0:0:root:/root:/usr/sbin/nologin\nsandbox:x:{UID}:{GID}::{WORKDIR}:/bin/sh\n"
 GROUP = f"root:x:0:\nsandbox:x:{GID}:\n"
@@ -58,6 +61,13 @@ def _system_mounts() -> Iterator[str]:
             yield from ("--ro-bind", path, path)
 
 
+def _var() -> Iterator[str]:
+    for name in VAR:
+        path = f"/var/{name}"
+        if os.path.isdir(path):
+            yield from ("--ro-bind", path, path)
+
+
 def _etc(names: tuple[str, ...]) -> Iterator[str]:
     for pattern in names:
         for path in sorted(glob.glob(f"/etc/{pattern}")):
@@ -74,7 +84,7 @@ def static_arguments(*, network: bool, disable_userns: bool) -> list[str]:
         args.append("--share-net")
     args += ["--die-with-parent", "--uid", str(UID), "--gid", str(GID)]
     args += ["--hostname", "sandbox", "--cap-drop", "ALL"]
-    args += [*_system_mounts(), *_etc(ETC + (NETWORK_ETC if network else ()))]
+    args += [*_system_mounts(), *_var(), *_etc(ETC + (NETWORK_ETC if network else ()))]
     args += ["--proc", "/proc", "--dev", "/dev", "--clearenv"]
     return args
 
