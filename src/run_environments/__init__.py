@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib as _importlib
 
+from ._detect import language_for_path
 from ._errors import (
     AuthenticationError,
     EnvironmentUnavailableError,
@@ -18,7 +19,7 @@ from ._errors import (
     UnknownLanguageError,
     UnreachableError,
 )
-from ._languages import LANGUAGES, Language, get_language, language_for_path, language_names
+from ._languages import LANGUAGES, Language, get_language, language_names
 from ._models import CompileResult, ExecutionOptions, ExecutionResult, Limits, RawOutput
 from ._process import Outcome
 from ._registry import create_environment, environment_names, get_environment_class

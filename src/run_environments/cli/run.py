@@ -11,8 +11,9 @@ import anyio
 import click
 from rich.markup import escape
 
+from .._detect import language_for_path
 from .._errors import RunEnvironmentError
-from .._languages import get_language, language_for_path
+from .._languages import get_language
 from .._models import ExecutionResult, Limits, RawOutput
 from .._registry import environment_names, get_environment_class
 from ..environments.base import RunEnvironment
