@@ -191,6 +191,9 @@ def test_packages_lists_what_is_installed(http: httpx.Client) -> None:
         ("escript", '-module(m).\n-export([main/1]).\nmain(_) -> io:format("ok~n").', "erlang"),
         ("exs", 'IO.puts("ok")', "elixir"),
         ("gawk", 'BEGIN { print "ok" }', "awk"),
+        ("kt", 'fun main() { println("ok") }', "kotlin"),
+        ("gvy", 'println "ok"', "groovy"),
+        ("clj", '(println "ok")', "clojure"),
     ],
 )
 def test_more_languages_under_pistons_names(

@@ -64,6 +64,10 @@ PISTON: dict[str, tuple[str, str | None, tuple[str, ...]]] = {
     "erlang": ("erlang", None, ("erlang", "erl", "escript")),
     "elixir": ("elixir", None, ("elixir", "exs")),
     "awk": ("awk", "gawk", ("gawk",)),
+    "kotlin": ("kotlin", None, ("kt",)),
+    "scala": ("scala", None, ("sc",)),
+    "groovy": ("groovy", None, ("groovy", "gvy")),
+    "clojure": ("clojure", None, ("clojure", "clj")),
 }  # fmt: skip
 """Our language -> Piston's name for it, the Piston package that provides it (when not of
 the same name), and the aliases Piston's packages declare for it."""

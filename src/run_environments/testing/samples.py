@@ -41,6 +41,10 @@ HELLO = {
     "erlang": '-module(main).\n-export([main/1]).\nmain(_) -> io:format("hello from erlang~n").',
     "elixir": 'IO.puts("hello from elixir")',
     "awk": 'BEGIN { print "hello from awk" }',
+    "kotlin": 'fun main() { println("hello from kotlin") }',
+    "scala": 'object Main { def main(a: Array[String]): Unit = println("hello from scala") }',
+    "groovy": 'println "hello from groovy"',
+    "clojure": '(println "hello from clojure")',
 }
 
 # Each prints "<first argument>:<first line of stdin>".
@@ -122,6 +126,13 @@ ECHO = {
         'IO.puts(a <> ":" <> l)'
     ),
     "awk": 'BEGIN { getline l < "-"; print ARGV[1] ":" l; exit }',
+    "kotlin": 'fun main(a: Array<String>) { val l = readLine(); println(a[0] + ":" + l) }',
+    "scala": (
+        "object Main { def main(a: Array[String]): Unit ="
+        ' println(a(0) + ":" + scala.io.StdIn.readLine()) }'
+    ),
+    "groovy": 'def l = System.in.newReader().readLine()\nprintln(args[0] + ":" + l)',
+    "clojure": '(println (str (first *command-line-args*) ":" (read-line)))',
 }
 
 FAILED_ASSERTION = {
@@ -143,6 +154,11 @@ FAILED_ASSERTION = {
     "d": 'import std.stdio;\nvoid main() { assert(1 + 1 == 3); writeln("not checked"); }',
     "r": 'stopifnot(1 + 1 == 3)\ncat("not checked\\n")',
     "elixir": '1 + 1 = 3\nIO.puts("not checked")',
+    "kotlin": 'fun main() { assert(1 + 1 == 3); println("not checked") }',
+    "scala": "object Main { def main(a: Array[String]): Unit = { assert(1 + 1 == 3);"
+    ' println("not checked") } }',
+    "groovy": 'assert 1 + 1 == 3\nprintln "not checked"',
+    "clojure": '(assert (= (+ 1 1) 3))\n(println "not checked")',
 }
 """A wrong solution caught by the language's own assertion (as test harnesses of
 evaluation datasets check answers): the run must fail. The languages without an assertion

@@ -27,7 +27,7 @@ ETC = (
     "alternatives", "ld.so.cache", "ld.so.conf", "ld.so.conf.d", "ssl", "ca-certificates",
     "ca-certificates.conf", "localtime", "timezone", "nsswitch.conf", "mime.types", "magic",
     "os-release", "debian_version", "gai.conf", "protocols", "services", "java-*", "php",
-    "perl", "gcrypt", "R", "mono", "fpc.cfg", "fpc-*.cfg",
+    "perl", "gcrypt", "R", "mono", "fpc.cfg", "fpc-*.cfg", "groovy",
 )  # fmt: skip
 """What of /etc interpreters and compilers read; shadow files, keys and host names stay out."""
 
