@@ -25,9 +25,10 @@ LANGUAGES: dict[str, str | None] = {
     "python": "python", "nodejs": "javascript", "typescript": "typescript", "bash": "bash",
     "ruby": "ruby", "cpp": "cpp", "go": "go", "java": "java", "rust": "rust", "php": "php",
     "perl": "perl", "lua": "lua", "csharp": "csharp", "R": "r", "racket": "racket",
+    "scala": "scala",
     # SandboxFusion languages this server has no runner for
     "go_test": None, "sql": None, "cuda": None, "D_ut": None,
-    "scala": None, "julia": None, "pytest": None, "junit": None, "kotlin_script": None,
+    "julia": None, "pytest": None, "junit": None, "kotlin_script": None,
     "jest": None, "verilog": None, "python_gpu": None, "lean": None, "swift": None,
     "python2": None, "gtest": None, "react": None,
 }  # fmt: skip
