@@ -72,6 +72,13 @@ class Language:
         return bool(self.compile)
 
 
+JAVA_LIBRARIES = ":".join(
+    f"/usr/share/java/{jar}.jar"
+    for jar in ("javatuples", "junit-jupiter-api", "opentest4j", "apiguardian-api",
+                "junit-platform-commons")
+)  # fmt: skip
+"""The libraries of the datasets profile on the class path (a missing jar is skipped)."""
+
 _TS_NODE: Argv = ("ts-node", "--transpile-only", "-O", '{{"module":"commonjs"}}', "{file}")
 
 LANGUAGES: tuple[Language, ...] = (
@@ -181,8 +188,8 @@ LANGUAGES: tuple[Language, ...] = (
         filename="Main.java",
         named_by=r"^[ \t]*public\s+(?:(?:final|abstract|sealed|strictfp)\s+)*"
         r"(?:class|interface|enum|record)\s+([A-Za-z_$][\w$]*)",
-        compile=(("javac", "-d", "{dir}", "{file}"),),
-        run=(("java", "-ea", "-cp", "{dir}", "{class}"),),
+        compile=(("javac", "-cp", "{dir}:" + JAVA_LIBRARIES, "-d", "{dir}", "{file}"),),
+        run=(("java", "-ea", "-cp", "{dir}:" + JAVA_LIBRARIES, "{class}"),),
         install="a JDK (apt-get install default-jdk)",
     ),
     Language(

@@ -299,6 +299,9 @@ def test_doctor_and_languages_as_json() -> None:
     assert found["sandbox"]["ready"] and found["local"]["ready"]
     assert not found["remote"]["ready"]
     assert found["remote"]["reason"].startswith("not configured")
+    profile = data["profiles"]["datasets"]
+    assert profile["numpy"] and profile["javatuples"] and profile["boost"]  # versions
+    assert len(profile) == 14
     python = next(lang for lang in found["sandbox"]["languages"] if lang["name"] == "python")
     assert python["available"] and python["command"]
     languages = json.loads(runenv("languages", "--json", env=env).stdout)

@@ -179,7 +179,8 @@ async def test_clean_environment(sandbox: SandboxRunEnvironment) -> None:
         result = await sandbox.execute(code, env={"MINE": "1"})
     finally:
         del os.environ["RUNENV_TEST_SECRET"]
-    assert set(json.loads(result.stdout)) == {"PATH", "HOME", "LANG", "TMPDIR", "PWD", "MINE"}
+    assert set(json.loads(result.stdout)) == {"PATH", "HOME", "LANG", "TMPDIR", "NODE_PATH",
+                                              "PWD", "MINE"}  # fmt: skip
 
 
 async def test_network_option_reaches_the_host(shared_tmp: Path) -> None:
@@ -306,3 +307,39 @@ async def test_the_local_environment_takes_only_relative_files(tmp_path: Path) -
         ):
             await env.execute("1", files={"/tmp/x": "x"})
         assert list(tmp_path.iterdir()) == []
+
+
+DATASET_PROGRAMS = {
+    "python": (
+        "import numpy, pandas, scipy.optimize, sklearn.linear_model, sympy, networkx\n"
+        "import matplotlib\nmatplotlib.use('Agg')\nimport matplotlib.pyplot as plt\n"
+        "plt.plot([1, 2]); plt.savefig('plot.png')\n"
+        "frame = pandas.DataFrame({'x': numpy.arange(3)})\n"
+        "print(int(frame.x.sum()), sympy.factor('x**2 - 1'), networkx.path_graph(3).size())"
+    ),
+    "java": (
+        "import org.javatuples.Pair;\npublic class Main { public static void main(String[] a)"
+        ' { System.out.println(Pair.with(3, "x (x - 1)*(x + 1) 2").getValue0()); } }'
+    ),
+    "perl": (
+        "use Test::Deep qw(eq_deeply); use Data::Compare;\n"
+        'print eq_deeply([1, {a => 2}], [1, {a => 2}]) && Compare(1, 1) ? 3 : 0, "\\n";'
+    ),
+    "javascript": "console.log(require('lodash').sum([1, 2]))",
+    "lua": "local lu = require('luaunit')\nprint(lu.LuaUnit ~= nil and 3 or 0)",
+    "cpp": (
+        "#include <boost/algorithm/string.hpp>\n#include <iostream>\n"
+        'int main() { std::string s = "3"; boost::algorithm::trim(s); std::cout << s << "\\n"; }'
+    ),
+}
+
+
+@pytest.mark.parametrize("language", sorted(DATASET_PROGRAMS))
+async def test_the_datasets_profile_is_there(sandbox: SandboxRunEnvironment, language: str) -> None:
+    """The libraries reference solutions of evaluation datasets import (scripts/setup
+    installs them; the sandbox shows them read-only)."""
+    result = await sandbox.execute(
+        DATASET_PROGRAMS[language], language=language, timeout=60, compile_timeout=120
+    )
+    assert result.success, result
+    assert result.stdout.split()[0] == "3"

@@ -15,6 +15,7 @@ from .._errors import RunEnvironmentError
 from .._languages import LANGUAGES
 from .._registry import create_environment, environment_names
 from ..environments.base import EnvironmentStatus
+from ..profiles import PROFILES, installed
 from .common import run_until_signalled, want_json_errors
 from .run import DEFAULT_ENVIRONMENT
 
@@ -30,6 +31,21 @@ async def _statuses() -> list[tuple[str, EnvironmentStatus | str]]:
         except RunEnvironmentError as exc:
             found.append((name, str(exc)))
     return found
+
+
+async def _profile() -> dict[str, str | None] | None:
+    """The datasets profile's libraries in the default environment (None: not ready)."""
+    env = create_environment(DEFAULT_ENVIRONMENT)
+    async with env:
+        if not await env.is_ready():
+            return None
+        return await installed(env, "datasets")
+
+
+async def _doctor() -> tuple[
+    list[tuple[str, EnvironmentStatus | str]], dict[str, str | None] | None
+]:
+    return await _statuses(), await _profile()
 
 
 def _as_data(name: str, status: EnvironmentStatus | str) -> dict[str, Any]:
@@ -100,7 +116,7 @@ def doctor(ctx: click.Context, as_json: bool) -> None:
     Exits 0 when the default environment (the sandbox) is ready, else 1.
     """
     want_json_errors(ctx, as_json)
-    statuses = run_until_signalled(_statuses)
+    statuses, profile = run_until_signalled(_doctor)
     default_ready = any(
         n == DEFAULT_ENVIRONMENT and isinstance(s, EnvironmentStatus) and s.ready
         for n, s in statuses
@@ -110,6 +126,7 @@ def doctor(ctx: click.Context, as_json: bool) -> None:
             "default": DEFAULT_ENVIRONMENT,
             "default_ready": default_ready,
             "environments": [_as_data(n, s) for n, s in statuses],
+            "profiles": {"datasets": profile} if profile is not None else {},
         }
         click.echo(json.dumps(data, indent=2))
         sys.exit(0 if default_ready else 1)
@@ -128,6 +145,14 @@ def doctor(ctx: click.Context, as_json: bool) -> None:
             for lang in status.languages:
                 if not lang.available:
                     console.print(f"    {lang.name}: {escape(lang.missing or '')}")
+    if profile is not None:
+        missing = [lib for lib in PROFILES["datasets"] if profile.get(lib.name) is None]
+        have = len(profile) - len(missing)
+        console.print(
+            f"datasets profile ({DEFAULT_ENVIRONMENT}): {have} of {len(profile)} libraries"
+        )
+        for lib in missing:
+            console.print(f"    {lib.name} ({lib.language}): apt-get install {lib.package}")
     if not default_ready:
         console.print(
             f"the default environment ({DEFAULT_ENVIRONMENT}) is not ready: `runenv run` runs "

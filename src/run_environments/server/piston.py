@@ -21,6 +21,7 @@ from pydantic import BaseModel, Field, JsonValue
 from .._errors import InvalidOptionsError
 from .._languages import LANGUAGES, get_language
 from .._models import CompileResult, ExecutionOptions, ExecutionResult, Limits
+from ..profiles import parse_probe, probe_script
 from .errors import Problem
 from .service import Service, service_of
 
@@ -174,11 +175,13 @@ async def _version(service: Service, command: tuple[str, ...]) -> str:
 
 class _Catalogue:
     """The runtimes of one server, probed once: concurrent first requests wait for the one
-    probe, which holds an execution slot like any run."""
+    probe, which holds an execution slot like any run; the libraries of the datasets
+    profile likewise."""
 
     def __init__(self) -> None:
         self.lock = anyio.Lock()
         self.runtimes: list[Runtime] | None = None
+        self.libraries: dict[str, str | None] | None = None
 
 
 _CATALOGUES: weakref.WeakKeyDictionary[Service, _Catalogue] = weakref.WeakKeyDictionary()
@@ -208,6 +211,19 @@ async def _probe(service: Service) -> list[Runtime]:
                 Runtime(language=name, version=version, aliases=list(aliases), runtime=package)
             )
     return found
+
+
+async def libraries(service: Service) -> dict[str, str | None]:
+    """The datasets profile's libraries where the server runs code (asked once)."""
+    catalogue = _CATALOGUES.setdefault(service, _Catalogue())
+    async with catalogue.lock:
+        if catalogue.libraries is None:
+            async with service.admission.slot():
+                script = probe_script("datasets")
+                options = ExecutionOptions(language="bash", timeout=60)
+                result = await service.run(service.environment(None), script, options)
+                catalogue.libraries = parse_probe("datasets", result.stdout)
+    return catalogue.libraries
 
 
 def _matches(version: str, selector: str) -> bool:
@@ -240,8 +256,14 @@ class Package(BaseModel):
 async def list_packages(request: Request) -> list[Package]:
     """What is installed, in the shape of Piston's package list (installing and removing
     packages through the API is not offered: the machine's setup installs them)."""
-    found = {(r.runtime or r.language, r.version) for r in await runtimes(service_of(request))}
-    return [Package(language=n, language_version=v, installed=True) for n, v in sorted(found)]
+    service = service_of(request)
+    found = {(r.runtime or r.language, r.version) for r in await runtimes(service)}
+    packages = [Package(language=n, language_version=v, installed=True) for n, v in sorted(found)]
+    for name, version in (await libraries(service)).items():
+        packages.append(
+            Package(language=name, language_version=version or "", installed=version is not None)
+        )
+    return packages
 
 
 def _stage(result: CompileResult | ExecutionResult, output: str | None = None) -> Stage:

@@ -18,6 +18,8 @@ from ..._errors import EnvironmentUnavailableError
 WORKDIR = "/workspace"
 UID = GID = 65534
 PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+NODE_PATH = "/usr/share/nodejs:/usr/lib/nodejs"
+"""Where Debian's Node.js libraries are (a Node.js built elsewhere does not look there)."""
 
 SYSTEM_DIRS = ("/usr",)
 ROOT_LINKS = ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
@@ -27,7 +29,7 @@ ETC = (
     "alternatives", "ld.so.cache", "ld.so.conf", "ld.so.conf.d", "ssl", "ca-certificates",
     "ca-certificates.conf", "localtime", "timezone", "nsswitch.conf", "mime.types", "magic",
     "os-release", "debian_version", "gai.conf", "protocols", "services", "java-*", "php",
-    "perl", "gcrypt", "R", "mono", "fpc.cfg", "fpc-*.cfg", "groovy",
+    "perl", "gcrypt", "R", "mono", "fpc.cfg", "fpc-*.cfg", "groovy", "matplotlibrc",
 )  # fmt: skip
 """What of /etc interpreters and compilers read; shadow files, keys and host names stay out."""
 

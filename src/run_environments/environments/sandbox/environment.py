@@ -201,7 +201,8 @@ class SandboxRunEnvironment(CommandRunEnvironment[Execution]):
         problem = await self._check()
         if problem is not None:
             raise EnvironmentUnavailableError(f"the sandbox cannot run here: {problem}")
-        env = {"PATH": bubblewrap.PATH, "HOME": workspace.path, "LANG": "C.UTF-8", "TMPDIR": "/tmp"}
+        env = {"PATH": bubblewrap.PATH, "HOME": workspace.path, "LANG": "C.UTF-8", "TMPDIR": "/tmp",
+               "NODE_PATH": bubblewrap.NODE_PATH}  # fmt: skip
         env.update(command.env)
         return await self._sandboxed(dataclasses.replace(command, env=env), workspace)
 
