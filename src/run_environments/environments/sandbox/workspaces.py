@@ -86,6 +86,14 @@ class Execution(Workspace):
     async def remove(self) -> None:
         await self._owner.close(self)
 
+    def unmount(self) -> None:
+        """Detach the file systems mounted on the workspace and its areas (again: nothing)."""
+        places: list[Execution | Area] = [self, *self.areas.values()]
+        for place in places:
+            if place.mounted:
+                mounts.unmount(place.host)
+                place.mounted = False
+
 
 class Executions:
     """The workspaces of one environment's executions, by host path.
@@ -138,13 +146,8 @@ class Executions:
         """Remove an execution's workspace, then give its identity back (again: nothing)."""
         if execution.host not in self._open:
             return
-        if execution.mounted:
-            mounts.unmount(execution.host)
-            execution.mounted = False
+        execution.unmount()
         for area in execution.areas.values():
-            if area.mounted:
-                mounts.unmount(area.host)
-                area.mounted = False
             await soon(remove_tree, area.host)
         await soon(remove_tree, execution.host)
         if self._open.pop(execution.host, None) is not None:
@@ -157,10 +160,4 @@ class Executions:
     def unmount_now(self) -> None:
         """Detach every workspace's file system (at interpreter exit)."""
         for execution in list(self._open.values()):
-            if execution.mounted:
-                mounts.unmount(execution.host)
-                execution.mounted = False
-            for area in execution.areas.values():
-                if area.mounted:
-                    mounts.unmount(area.host)
-                    area.mounted = False
+            execution.unmount()
