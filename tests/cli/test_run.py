@@ -10,11 +10,9 @@ import os
 import pty
 import re
 import select
-import shutil
 import signal
 import socket
 import subprocess
-import tempfile
 import termios
 import time
 from collections.abc import Iterator
@@ -26,12 +24,9 @@ from tests.cli.test_cli import RUNENV, runenv
 
 
 @pytest.fixture
-def workspaces() -> Iterator[Path]:
+def workspaces(shared_tmp: Path) -> Path:
     """A private parent for the run's workspaces (reachable by the sandbox's uids)."""
-    path = Path(tempfile.mkdtemp(prefix="runenv-cli-tests-", dir="/dev/shm"))
-    path.chmod(0o755)
-    yield path
-    shutil.rmtree(path)
+    return shared_tmp
 
 
 def in_(workspaces: Path) -> dict[str, str]:
