@@ -165,6 +165,8 @@ def test_workdir_and_compile_timeout() -> None:
         (["run", "missing.py"], "runenv: cannot read missing.py: No such file or directory"),
         (["run", "-l", "pyton", "-c", "1"], "unknown language 'pyton'"),
         (["run", "-m", "lots", "-c", "1"], "'lots' is not a size"),
+        (["run", "-m", "2000000g", "-c", "1"], "limits.memory must be at most"),
+        (["run", "--disk", "1e400", "-c", "1"], "'1e400' is not a size"),
         (["run", "-E", "mars", "-c", "1"], "unknown environment 'mars'"),
         (["run", "-e", "=x", "-c", "1"], "not a variable"),
     ],

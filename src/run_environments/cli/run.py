@@ -14,7 +14,7 @@ from rich.markup import escape
 from .._detect import language_for_path
 from .._errors import RunEnvironmentError
 from .._languages import get_language
-from .._models import ExecutionResult, Limits, RawOutput
+from .._models import ExecutionResult, RawOutput
 from .._registry import environment_names, get_environment_class
 from ..environments.base import RunEnvironment
 from .common import CANNOT_RUN, TIMEOUT, Failure, err, failure, run_until_signalled
@@ -181,12 +181,16 @@ def run(ctx: click.Context, /, **flags: Any) -> None:
         "stdin": standard_input(
             flags["stdin_text"], flags["stdin_file"], attached=not flags["no_stdin"]
         ),
-        "limits": Limits(
-            memory=flags["memory"],
-            cpu_time=flags["cpu_time"],
-            processes=flags["pids_limit"],
-            disk=flags["disk"],
-        ),
+        "limits": {  # checked with the other options, where their errors are reported
+            name: value
+            for name, value in (
+                ("memory", flags["memory"]),
+                ("cpu_time", flags["cpu_time"]),
+                ("processes", flags["pids_limit"]),
+                ("disk", flags["disk"]),
+            )
+            if value is not None
+        },
     }
     if flags["verbose"]:
         for path in sources.skipped:

@@ -189,7 +189,7 @@ class Size(click.ParamType):  # type: ignore[type-arg]
         try:
             number = float(text[: len(text) - len(unit)])
             size = int(number * self.UNITS[unit])
-        except (KeyError, ValueError):
+        except (KeyError, ValueError, OverflowError):
             self.fail(f"{value!r} is not a size (like 512m, 1g, 64k or 1024)", param, ctx)
         if size < 1:
             self.fail(f"{value!r} must be at least one byte", param, ctx)
