@@ -19,33 +19,35 @@ from ..profiles import PROFILES, installed
 from .common import run_until_signalled, want_json_errors
 from .run import DEFAULT_ENVIRONMENT
 
+Statuses = list[tuple[str, EnvironmentStatus | str]]
 
-async def _statuses() -> list[tuple[str, EnvironmentStatus | str]]:
+
+async def _statuses() -> Statuses:
     """Each registered environment's status, or why it could not even be made."""
-    found: list[tuple[str, EnvironmentStatus | str]] = []
+    return (await _survey(profile=False))[0]
+
+
+async def _doctor() -> tuple[Statuses, dict[str, str | None] | None]:
+    return await _survey(profile=True)
+
+
+async def _survey(profile: bool) -> tuple[Statuses, dict[str, str | None] | None]:
+    """Each environment's status; with ``profile``, also the datasets profile's libraries
+    where the default environment runs code (None when it is not ready), asked of the
+    same environment object, so that it is checked once."""
+    found: Statuses = []
+    libraries = None
     for name in environment_names():
         try:
             env = create_environment(name)
             async with env:
-                found.append((name, await env.status()))
+                status = await env.status()
+                found.append((name, status))
+                if profile and name == DEFAULT_ENVIRONMENT and status.ready:
+                    libraries = await installed(env, "datasets")
         except RunEnvironmentError as exc:
             found.append((name, str(exc)))
-    return found
-
-
-async def _profile() -> dict[str, str | None] | None:
-    """The datasets profile's libraries in the default environment (None: not ready)."""
-    env = create_environment(DEFAULT_ENVIRONMENT)
-    async with env:
-        if not await env.is_ready():
-            return None
-        return await installed(env, "datasets")
-
-
-async def _doctor() -> tuple[
-    list[tuple[str, EnvironmentStatus | str]], dict[str, str | None] | None
-]:
-    return await _statuses(), await _profile()
+    return found, libraries
 
 
 def _as_data(name: str, status: EnvironmentStatus | str) -> dict[str, Any]:
