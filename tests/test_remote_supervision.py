@@ -5,6 +5,7 @@ channel would be: start, stream, feed, terminate, kill, wait)."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import signal
 import subprocess
 import sys
@@ -13,7 +14,7 @@ from collections.abc import AsyncIterator
 import anyio
 import pytest
 
-from run_environments import ExecutionOptions, get_language
+from run_environments import ExecutionOptions, InvalidOptionsError, LiveInput, get_language
 from run_environments.environments.command import build_command
 from run_environments.extension import Command, RemoteCalls, supervise_remote
 
@@ -187,3 +188,34 @@ async def test_a_failing_callback_raises_and_the_process_is_killed() -> None:
             await supervise_remote(calls, command(on_stdout=refuse), kill_wait=2)
         with anyio.fail_after(5):  # the supervisor killed it: its end comes at once
             assert await state["process"].wait() == -signal.SIGKILL
+
+
+async def test_live_input_needs_an_api_that_sends_while_running() -> None:
+    async with process_calls("print(1)") as calls:
+        with pytest.raises(InvalidOptionsError, match="does not take input written while"):
+            await supervise_remote(calls, command(stdin=LiveInput()), kill_wait=2)
+
+
+async def test_live_input_reaches_a_remote_process_and_ends_it_with_eof() -> None:
+    state: dict[str, anyio.abc.Process] = {}
+    live = LiveInput()
+    async with process_calls("import sys\nprint(sys.stdin.read().upper())", state=state) as calls:
+
+        async def send(data: bytes) -> None:
+            stdin = state["process"].stdin
+            assert stdin is not None
+            await stdin.send(data)
+
+        calls = dataclasses.replace(calls, send=send)
+        await live.write("written ")
+        async with anyio.create_task_group() as tg:
+
+            async def more() -> None:
+                await anyio.sleep(0.2)
+                await live.write("while running")
+                live.close()
+
+            tg.start_soon(more)
+            outcome = await supervise_remote(calls, command(stdin=live), kill_wait=2)
+    assert outcome.stdout == b"WRITTEN WHILE RUNNING\n"
+    assert outcome.exit_code == 0

@@ -20,6 +20,7 @@ from ._errors import (
     UnreachableError,
 )
 from ._languages import LANGUAGES, Language, get_language, language_names
+from ._live import LiveInput
 from ._models import CompileResult, ExecutionOptions, ExecutionResult, Limits, RawOutput
 from ._process import Outcome
 from ._registry import create_environment, environment_names, get_environment_class
@@ -50,6 +51,7 @@ __all__ = [  # noqa: RUF022 (plain sorted order)
     "LanguageSupport",
     "LanguageUnavailableError",
     "Limits",
+    "LiveInput",
     "LocalRunEnvironment",
     "Outcome",
     "RateLimitError",

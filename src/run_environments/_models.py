@@ -14,6 +14,7 @@ from typing import Any
 
 from ._errors import ExecutionFailed, InvalidOptionsError
 from ._languages import get_language
+from ._live import LiveInput
 
 OutputCallback = Callable[[str], Awaitable[None] | None]
 """Receives output text as it arrives; it may be a plain function or a coroutine function."""
@@ -187,7 +188,8 @@ class ExecutionOptions:
     :param cwd: working directory; a relative path is taken inside the run's private
         workspace (and created), an absolute one is used as it is where the environment allows.
     :param env: extra environment variables for the program.
-    :param stdin: text or bytes fed to the program's standard input.
+    :param stdin: text or bytes fed to the program's standard input, or a
+        :class:`LiveInput` written while it runs.
     :param args: program arguments.
     :param files: path -> content, written before the run: relative paths into the
         workspace, absolute ones where the environment offers (the sandbox: below ``/tmp``
@@ -202,13 +204,15 @@ class ExecutionOptions:
     :param limits: resource limits, for environments that enforce them (see :class:`Limits`).
     :param on_stdout: called with stdout text as it arrives.
     :param on_stderr: called with stderr text as it arrives.
+    :param on_compile: called with the :class:`CompileResult` of a compiled language as
+        soon as its compile step ends, before the program runs (or, failed, does not).
     """
 
     language: str = "python"
     timeout: float = DEFAULT_TIMEOUT
     cwd: str | None = None
     env: Mapping[str, str] = field(default_factory=dict)
-    stdin: str | bytes | None = None
+    stdin: str | bytes | LiveInput | None = None
     args: Sequence[str] = ()
     files: Mapping[str, str | bytes] = field(default_factory=dict)
     max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES
@@ -218,6 +222,9 @@ class ExecutionOptions:
     filename: str | None = None
     on_stdout: OutputCallback | None = field(default=None, compare=False, repr=False)
     on_stderr: OutputCallback | None = field(default=None, compare=False, repr=False)
+    on_compile: Callable[[CompileResult], Awaitable[None] | None] | None = field(
+        default=None, compare=False, repr=False
+    )
 
     def __post_init__(self) -> None:
         if not isinstance(self.language, str) or not self.language:
@@ -231,8 +238,8 @@ class ExecutionOptions:
             raise InvalidOptionsError("args must not contain NUL characters")
         for i, arg in enumerate(self.args):
             encode_text(arg, f"args[{i}]")
-        if self.stdin is not None and not isinstance(self.stdin, str | bytes):
-            raise InvalidOptionsError("stdin must be str, bytes or None")
+        if self.stdin is not None and not isinstance(self.stdin, str | bytes | LiveInput):
+            raise InvalidOptionsError("stdin must be str, bytes, a LiveInput or None")
         if isinstance(self.stdin, str):
             encode_text(self.stdin, "stdin")
         if self.cwd is not None and (not isinstance(self.cwd, str) or "\0" in self.cwd):
@@ -248,7 +255,7 @@ class ExecutionOptions:
                 raise InvalidOptionsError(f"invalid limits: {exc}") from None
         if not isinstance(self.limits, Limits):
             raise InvalidOptionsError("limits must be a Limits object or a mapping of its fields")
-        for name in ("on_stdout", "on_stderr"):
+        for name in ("on_stdout", "on_stderr", "on_compile"):
             if getattr(self, name) is not None and not callable(getattr(self, name)):
                 raise InvalidOptionsError(f"{name} must be callable")
         object.__setattr__(self, "args", tuple(self.args))
@@ -275,8 +282,8 @@ class ExecutionOptions:
         return dataclasses.replace(self, **changes)
 
     @property
-    def stdin_bytes(self) -> bytes | None:
-        """``stdin`` as bytes (text is encoded as UTF-8)."""
+    def stdin_bytes(self) -> bytes | LiveInput | None:
+        """``stdin`` as bytes (text is encoded as UTF-8), or the :class:`LiveInput`."""
         return self.stdin.encode() if isinstance(self.stdin, str) else self.stdin
 
 

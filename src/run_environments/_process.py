@@ -23,6 +23,7 @@ from typing import Any
 import anyio
 
 from ._errors import SpawnError
+from ._live import LiveInput
 from ._models import OutputCallback
 from ._supervision import Stream, Supervision
 
@@ -266,7 +267,7 @@ async def supervise(
     started: Started,
     *,
     timeout: float,
-    stdin: bytes | None = None,
+    stdin: bytes | LiveInput | None = None,
     max_output_bytes: int,
     on_stdout: OutputCallback | None = None,
     on_stderr: OutputCallback | None = None,
@@ -324,7 +325,7 @@ async def run_process(
     cwd: str,
     env: Mapping[bytes, bytes],
     timeout: float,
-    stdin: bytes | None = None,
+    stdin: bytes | LiveInput | None = None,
     max_output_bytes: int,
     on_stdout: OutputCallback | None = None,
     on_stderr: OutputCallback | None = None,

@@ -10,12 +10,15 @@ killed at once. Past the output bound it is killed at once. After a kill the sup
 
 from __future__ import annotations
 
+import signal
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import anyio
 
+from ._errors import InvalidOptionsError
+from ._live import LiveInput
 from ._output import OutputBuffer
 from ._process import Outcome
 from .environments.command import Command
@@ -32,7 +35,13 @@ class RemoteCalls:
     :param wait: waits for its end: ``(exit code, signal name)``, one of them None.
     :param kill: stops it and everything it started (again: nothing).
     :param feed: sends standard input and closes it (None: the process gets none).
+    :param send: sends some standard input and keeps it open, for input written while the
+        program runs (:class:`LiveInput`; its end of file is ``feed(b"")``); None where the
+        API cannot.
     :param terminate: asks it to stop (SIGTERM); None where the API cannot.
+    :param signal: sends it (and what it started) a signal by number; None where the API
+        cannot: then a live input's SIGKILL is ``kill``, its SIGTERM ``terminate`` (or
+        ``kill``), and other signals are dropped.
     :param close: releases what ``start`` opened (its output stream, a channel), once the
         process is over or abandoned; it must not raise.
     """
@@ -41,7 +50,9 @@ class RemoteCalls:
     wait: Callable[[], Awaitable[tuple[int | None, str | None]]]
     kill: Callable[[], Awaitable[None]]
     feed: Callable[[bytes], Awaitable[None]] | None = None
+    send: Callable[[bytes], Awaitable[None]] | None = None
     terminate: Callable[[], Awaitable[None]] | None = None
+    signal: Callable[[int], Awaitable[None]] | None = None
     close: Callable[[], Awaitable[None]] | None = None
 
 
@@ -64,6 +75,9 @@ async def supervise_remote(
             stopping.set()  # past the output bound: the program stops
         await buffer.emit(kept)
 
+    live = command.stdin if isinstance(command.stdin, LiveInput) else None
+    if live is not None and (calls.send is None or calls.feed is None):
+        raise InvalidOptionsError("this environment does not take input written while it runs")
     started = time.perf_counter()
     ended: tuple[int | None, str | None] | None = None
     timed_out = False
@@ -78,8 +92,21 @@ async def supervise_remote(
             async def feed(feeder: Callable[[bytes], Awaitable[None]], data: bytes) -> None:
                 await feeder(data)
 
+            async def stream(live: LiveInput) -> None:
+                assert calls.send is not None
+                assert calls.feed is not None
+                async for chunk in live.chunks():
+                    await calls.send(chunk)
+                await calls.feed(b"")
+
+            def deliver(number: int) -> None:
+                tg.start_soon(_signal, calls, number)
+
             tg.start_soon(stop_when_told)
-            if calls.feed is not None and command.stdin is not None:
+            if live is not None:
+                live.attach(lambda: None, deliver)
+                tg.start_soon(stream, live)
+            elif calls.feed is not None and isinstance(command.stdin, bytes):
                 tg.start_soon(feed, calls.feed, command.stdin)
             with anyio.move_on_after(command.remaining()):
                 ended = await calls.wait()
@@ -95,6 +122,8 @@ async def supervise_remote(
                         ended = await calls.wait()
             tg.cancel_scope.cancel()
     except BaseException as exc:
+        if live is not None:
+            live.detach()
         with anyio.CancelScope(shield=True):
             await calls.kill()
             if calls.close is not None:
@@ -102,6 +131,8 @@ async def supervise_remote(
         if isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
             raise exc.exceptions[0] from None  # one failure: the caller's, as it was raised
         raise
+    if live is not None:
+        live.detach()
     if calls.close is not None:
         with anyio.CancelScope(shield=True):
             await calls.close()
@@ -118,3 +149,13 @@ async def supervise_remote(
         stderr_truncated=err.truncated,
         duration=time.perf_counter() - started,
     )
+
+
+async def _signal(calls: RemoteCalls, number: int) -> None:
+    """A live input's signal, as the API can deliver it."""
+    if calls.signal is not None:
+        await calls.signal(number)
+    elif number == signal.SIGTERM and calls.terminate is not None:
+        await calls.terminate()
+    elif number in (signal.SIGKILL, signal.SIGTERM):
+        await calls.kill()

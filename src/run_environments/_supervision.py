@@ -10,6 +10,7 @@ import signal
 from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING
 
+from ._live import LiveInput
 from ._output import OutputBuffer
 
 if TYPE_CHECKING:
@@ -39,14 +40,20 @@ class Supervision:
         self,
         child: _Child,
         streams: tuple[Stream, Stream],
-        stdin: bytes | None,
+        stdin: bytes | LiveInput | None,
         timeout: float,
         grace: float,
     ) -> None:
         self.loop = asyncio.get_running_loop()
         self.child = child
         self.streams = streams
-        self.stdin = memoryview(stdin) if stdin is not None else None
+        self.live = stdin if isinstance(stdin, LiveInput) else None
+        self.stdin = (
+            memoryview(b"" if isinstance(stdin, LiveInput) else stdin)
+            if stdin is not None
+            else None
+        )
+        self.writing = False
         self.timeout = timeout
         self.grace = grace
         self.pending: collections.deque[tuple[Stream, bytes]] = collections.deque()
@@ -86,10 +93,15 @@ class Supervision:
             assert self.child.proc.stdin is not None
             self.writer = self.child.proc.stdin.fileno()
             os.set_blocking(self.writer, False)
-            self.loop.add_writer(self.writer, self._writable)
+            if self.live is not None:
+                self.live.attach(self._input, self._signal)
+            else:
+                self._input()
         self.timers.append(self.loop.call_later(self.timeout, self._deadline))
 
     def _stop(self) -> None:
+        if self.live is not None:
+            self.live.detach()
         for fd in self.readers:
             self.loop.remove_reader(fd)
         self.readers.clear()
@@ -149,23 +161,46 @@ class Supervision:
                 self.pending.append((stream, b""))
         self._wake()
 
+    def _input(self) -> None:
+        """There is input to write (or, live, its end): wait for the pipe to take it."""
+        if self.writer is not None and not self.writing:
+            self.writing = True
+            self.loop.add_writer(self.writer, self._writable)
+
+    def _signal(self, number: int) -> None:
+        if not self.exited:
+            self.child.deliver(self.child.pid, number)
+
     def _writable(self) -> None:
         assert self.stdin is not None
         assert self.writer is not None
+        if not self.stdin and self.live is not None:
+            chunk = self.live.take(READ_CHUNK)
+            if chunk is None:
+                self._close_stdin()
+            elif not chunk:  # nothing yet: wait until more is written
+                self.writing = False
+                self.loop.remove_writer(self.writer)
+            else:
+                self.stdin = memoryview(chunk)
+            if not self.stdin:
+                return
         try:
             written = os.write(self.writer, self.stdin[:READ_CHUNK])
         except BlockingIOError:
             return
         except OSError:  # the program closed its stdin; what it did not read is its business
-            written = len(self.stdin)
+            self._close_stdin()
+            return
         self.stdin = self.stdin[written:]
-        if not self.stdin:
+        if not self.stdin and self.live is None:
             self._close_stdin()
 
     def _close_stdin(self) -> None:
         if self.writer is not None:
             self.loop.remove_writer(self.writer)
             self.writer = None
+            self.writing = False
             assert self.child.proc.stdin is not None
             self.child.proc.stdin.close()
 

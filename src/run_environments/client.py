@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import inspect
 import json
 import os
 from types import TracebackType
@@ -21,6 +22,7 @@ from ._errors import (
     UnknownLanguageError,
     UnreachableError,
 )
+from ._live import LiveInput
 from ._models import ExecutionOptions, ExecutionResult, deliver
 from ._sync import portal
 from .environments.base import check_code, merge_options
@@ -31,7 +33,15 @@ MARGIN = 30.0
 
 
 def request_body(code: str, options: ExecutionOptions, environment: str | None) -> dict[str, Any]:
-    """The JSON body of ``POST /v1/execute`` for ``code`` and ``options``."""
+    """The JSON body of ``POST /v1/execute`` for ``code`` and ``options``.
+
+    :raises InvalidOptionsError: for a :class:`LiveInput`, which a request cannot carry.
+    """
+    if isinstance(options.stdin, LiveInput):
+        raise InvalidOptionsError(
+            "the remote environment takes stdin as text or bytes, not input written while"
+            " the program runs"
+        )
     texts = {p: c for p, c in options.files.items() if isinstance(c, str)}
     blobs = {p: c for p, c in options.files.items() if isinstance(c, bytes)}
     body: dict[str, Any] = {
@@ -119,6 +129,14 @@ class Client:
         """
         options = merge_options(options, overrides)
         body = request_body(check_code(code), options, environment)
+        result = await self._execute(body, options)
+        if options.on_compile is not None and result.compile is not None:
+            returned = options.on_compile(result.compile)  # the server says it at the end
+            if inspect.isawaitable(returned):
+                await returned
+        return result
+
+    async def _execute(self, body: dict[str, Any], options: ExecutionOptions) -> ExecutionResult:
         timeout = httpx.Timeout(60, read=options.timeout + options.compile_timeout + MARGIN)
         try:
             if options.on_stdout is None and options.on_stderr is None:

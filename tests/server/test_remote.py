@@ -9,6 +9,9 @@ import pytest
 
 from run_environments import (
     AuthenticationError,
+    CompileResult,
+    InvalidOptionsError,
+    LiveInput,
     RunEnvironment,
     SandboxRunEnvironment,
     SyncRunEnvironment,
@@ -18,6 +21,7 @@ from run_environments.client import Client, SyncClient
 from run_environments.environments.remote import RemoteRunEnvironment
 from run_environments.server import ServerSettings
 from run_environments.testing import EnvironmentBehaviour
+from run_environments.testing.samples import HELLO
 from tests.sandboxing import sandbox_leftovers
 
 from .conftest import running, serving
@@ -28,6 +32,8 @@ pytestmark = pytest.mark.anyio
 
 class TestRemote(EnvironmentBehaviour):
     """The shared suite, through HTTP, against a server running the sandbox."""
+
+    live_input = False  # a request carries its stdin whole: see the refusal below
 
     @pytest.fixture
     async def env(self, url: str, server_envs: dict, workspaces) -> AsyncIterator[RunEnvironment]:
@@ -46,6 +52,19 @@ class TestRemote(EnvironmentBehaviour):
             while left := await sandbox_leftovers(self.server_env, self.workspaces):
                 await anyio.sleep(0.1)
         return left
+
+
+async def test_live_input_is_refused_with_a_precise_error(url: str) -> None:
+    async with RemoteRunEnvironment(url) as env:
+        with pytest.raises(InvalidOptionsError, match="not input written while"):
+            await env.execute("print(1)", stdin=LiveInput())
+
+
+async def test_on_compile_hears_of_the_compile_step_before_the_result(url: str) -> None:
+    heard: list[CompileResult] = []
+    async with RemoteRunEnvironment(url) as env:
+        result = await env.execute(HELLO["c"], language="c", on_compile=heard.append)
+    assert result.success and heard == [result.compile]
 
 
 async def test_unreachable_server_is_a_precise_error() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+import inspect
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import TracebackType
@@ -12,6 +13,7 @@ import anyio
 
 from .._errors import InvalidOptionsError, LanguageUnavailableError
 from .._languages import LANGUAGES, Language, Toolchain, get_language, resolve
+from .._live import LiveInput
 from .._models import CompileResult, ExecutionOptions, ExecutionResult, encode_text
 from .._process import Outcome
 from .._workspace import check_tree
@@ -238,6 +240,8 @@ class CommandRunEnvironment(RunEnvironment, Generic[W]):
     ) -> ExecutionResult:
         options = merge_options(options, overrides)
         code = check_code(code)
+        if isinstance(options.stdin, LiveInput) and options.stdin.used:
+            raise InvalidOptionsError("a LiveInput serves one run, and this one was used")
         language = get_language(options.language)
         chain = await self._toolchain(language)
         if not isinstance(chain, Toolchain):
@@ -259,6 +263,10 @@ class CommandRunEnvironment(RunEnvironment, Generic[W]):
             compiled = None
             if compile_argv is not None:
                 compiled = await self._compile(compile_argv, workspace, options, language)
+                if options.on_compile is not None:
+                    returned = options.on_compile(compiled)
+                    if inspect.isawaitable(returned):
+                        await returned
                 if not compiled.success:
                     return self._compile_failure(compiled, language)
             command = self._command([*run_argv, *options.args], workspace, options, language)

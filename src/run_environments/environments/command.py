@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from .._errors import InvalidOptionsError
 from .._languages import Language
+from .._live import LiveInput
 from .._models import ExecutionOptions, Limits, OutputCallback, check_relative_path
 
 
@@ -30,7 +31,8 @@ class Command:
         environment makes it before the command runs); None for the workspace itself or a
         directory outside it.
     :param env: the variables the command adds to the environment's own.
-    :param stdin: bytes for standard input, or None for none (end of file at once).
+    :param stdin: bytes for standard input, input written while the program runs, or None
+        for none (end of file at once).
     :param callbacks: output callbacks (none for a compile step).
     :param deadline: ``time.monotonic()`` by which the command must be over.
     """
@@ -39,7 +41,7 @@ class Command:
     cwd: str
     directory: str | None
     env: Mapping[str, str]
-    stdin: bytes | None
+    stdin: bytes | LiveInput | None
     limits: Limits
     max_output_bytes: int
     on_stdout: OutputCallback | None

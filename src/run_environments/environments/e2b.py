@@ -331,12 +331,16 @@ def _remote_calls(sandbox: e2b.AsyncSandbox, command: Command) -> RemoteCalls:
                 await sandbox.commands.send_stdin(handle.pid, data)
             await sandbox.commands.close_stdin(handle.pid)
 
+    async def send(data: bytes) -> None:
+        with contextlib.suppress(e2b.SandboxException):
+            await sandbox.commands.send_stdin(handle.pid, data)
+
     async def close() -> None:
         if handle is not None:  # its event stream: left open, the SDK's client threads
             with contextlib.suppress(Exception):  # call into an interpreter shutting down
                 await handle.disconnect()
 
-    return RemoteCalls(start=start, wait=wait, kill=kill, feed=feed, close=close)
+    return RemoteCalls(start=start, wait=wait, kill=kill, feed=feed, send=send, close=close)
 
 
 def _signal_name(error: str | None) -> str:

@@ -30,13 +30,16 @@ class Admission:
 
         :raises Overloaded: if the queue is full.
         """
-        if self._slots.value == 0 and self.waiting >= self.queue:
-            raise Overloaded
-        self.waiting += 1
         try:
-            await self._slots.acquire()
-        finally:
-            self.waiting -= 1
+            self._slots.acquire_nowait()  # a free slot: taken at once, never counted waiting
+        except anyio.WouldBlock:
+            if self.waiting >= self.queue:
+                raise Overloaded from None
+            self.waiting += 1
+            try:
+                await self._slots.acquire()
+            finally:
+                self.waiting -= 1
         self.running += 1
         try:
             yield

@@ -85,11 +85,13 @@ def create_app(
     _offline_docs(app)
     app.state.service = service
     app.state.envd = sessions
+    app.state.check_token = lambda headers: _token_ok(settings.token, headers)
     guarded = [Depends(_token_check(settings.token))]
     app.include_router(native.health)
     app.include_router(native.router, dependencies=guarded)
     app.include_router(sandboxfusion.router, dependencies=guarded)
     app.include_router(piston.router, dependencies=guarded)
+    app.include_router(piston.live)  # a WebSocket: it checks the token itself
     envd = _envd_api()
     if envd is not None:
         app.include_router(envd.router, dependencies=guarded)
@@ -120,7 +122,14 @@ def server_config(app: FastAPI, settings: ServerSettings, **options: Any) -> uvi
         header_timeout=settings.header_timeout,
         max_connections=settings.max_connections,
     )
-    return uvicorn.Config(app, host=settings.host, port=settings.port, http=protocol, **options)
+    return uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        http=protocol,
+        ws_max_size=settings.max_body_bytes,  # a WebSocket message: no larger than a body
+        **options,
+    )
 
 
 class GracefulServer(uvicorn.Server):

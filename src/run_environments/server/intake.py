@@ -172,6 +172,8 @@ def guarded_protocol(base: type[Any], *, header_timeout: float, max_connections:
 
         def _expire(self) -> None:
             self._header_timer = None
+            if self.transport.get_protocol() is not self:
+                return  # upgraded: the connection is a WebSocket's now, with its own pings
             if self.cycle is self._header_cycle and not self.transport.is_closing():
                 self.transport.close()  # no new request started in time: a half-sent one
 

@@ -1,4 +1,5 @@
-"""Piston v2: ``GET /api/v2/runtimes`` and ``POST /api/v2/execute``.
+"""Piston v2: ``GET /api/v2/runtimes``, ``GET /api/v2/packages``, ``POST /api/v2/execute``
+and the interactive WebSocket ``/api/v2/connect``.
 
 Timeouts and CPU times are milliseconds, memory limits bytes (-1: none); errors are
 ``{"message": ...}`` with 400, and a body that is not JSON gets 415.
@@ -8,18 +9,25 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
+import functools
+import json
 import re
 import shlex
+import signal
 import weakref
+from collections.abc import Callable, Coroutine, Mapping
 from typing import Annotated, Any, Literal
 
 import anyio
-from fastapi import APIRouter, Depends, HTTPException, Request
+import anyio.abc
+from fastapi import APIRouter, Depends, HTTPException, Request, WebSocket, WebSocketDisconnect
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field, JsonValue
+from pydantic import BaseModel, Field, JsonValue, ValidationError
 
-from .._errors import InvalidOptionsError
+from .._errors import InvalidOptionsError, RunEnvironmentError
 from .._languages import LANGUAGES, get_language
+from .._live import LiveInput
 from .._models import CompileResult, ExecutionOptions, ExecutionResult, Limits
 from ..profiles import parse_probe, probe_script
 from .errors import Problem
@@ -293,10 +301,33 @@ def _stage(result: CompileResult | ExecutionResult, output: str | None = None) -
     )
 
 
-@router.post("/api/v2/execute", response_model=ExecuteResponse, dependencies=[Depends(json_body)])
-async def execute(body: ExecuteRequest, request: Request) -> ExecuteResponse:
-    """Run the first file (the others are written beside it)."""
-    service = service_of(request)
+def _options(
+    body: ExecuteRequest, service: Service, language: str, **more: Any
+) -> ExecutionOptions:
+    """The options of a Piston request: the first file runs, the others are written beside
+    it, under their own names."""
+    main, *others = body.files
+    memory = max(body.run_memory_limit, body.compile_memory_limit)
+    cpu = body.run_cpu_time
+    return ExecutionOptions(
+        language=language,
+        timeout=body.run_timeout / 1000 if body.run_timeout else service.default_timeout(3),
+        compile_timeout=(
+            body.compile_timeout / 1000 if body.compile_timeout else service.default_timeout(10)
+        ),
+        args=body.args,
+        files={(f.name or f"file{i}.code"): f.data() for i, f in enumerate(others, 1)},
+        filename=main.name or None,  # the program sees its own name, as Piston keeps it
+        limits=Limits(memory=memory if memory > 0 else None, cpu_time=cpu / 1000 if cpu else None),
+        **more,
+    )
+
+
+async def _runtime(service: Service, body: ExecuteRequest) -> tuple[str, Runtime]:
+    """Our language and Piston's runtime for a request.
+
+    :raises InvalidOptionsError: in Piston's words, for a language or version not served.
+    """
     unknown = InvalidOptionsError(f"{body.language}-{body.version} runtime is unknown")
     try:
         language = get_language(piston_language(body.language))
@@ -306,31 +337,221 @@ async def execute(body: ExecuteRequest, request: Request) -> ExecuteResponse:
     runtime = next((r for r in await runtimes(service) if r.language == name), None)
     if runtime is None or not _matches(runtime.version, body.version):
         raise unknown
-    main, *others = body.files
-    code = main.data()
-    memory = max(body.run_memory_limit, body.compile_memory_limit)
-    cpu = body.run_cpu_time
+    return language.name, runtime
+
+
+def _code(body: ExecuteRequest) -> str:
+    code = body.files[0].data()
+    return code if isinstance(code, str) else code.decode("utf-8", "replace")
+
+
+@router.post("/api/v2/execute", response_model=ExecuteResponse, dependencies=[Depends(json_body)])
+async def execute(body: ExecuteRequest, request: Request) -> ExecuteResponse:
+    """Run the first file (the others are written beside it)."""
+    service = service_of(request)
+    language, runtime = await _runtime(service, body)
     interleaved: list[str] = []
-    options = ExecutionOptions(
-        language=language.name,
-        timeout=body.run_timeout / 1000 if body.run_timeout else service.default_timeout(3),
-        compile_timeout=(
-            body.compile_timeout / 1000 if body.compile_timeout else service.default_timeout(10)
-        ),
+    options = _options(
+        body,
+        service,
+        language,
         stdin=body.stdin,
-        args=body.args,
-        files={(f.name or f"file{i}.code"): f.data() for i, f in enumerate(others, 1)},
-        filename=main.name or None,  # the program sees its own name, as Piston keeps it
-        limits=Limits(memory=memory if memory > 0 else None, cpu_time=cpu / 1000 if cpu else None),
         on_stdout=interleaved.append,
         on_stderr=interleaved.append,
     )
-    text = code if isinstance(code, str) else code.decode("utf-8", "replace")
-    result = await service.execute(text, options)
+    result = await service.execute(_code(body), options)
     compiled = _stage(result.compile) if result.compile is not None else None
     if compiled is not None and result.compile is not None and not result.compile.success:
         run = compiled  # Piston v2 answers a failed compilation in ``run`` too
     else:
         run = _stage(result, "".join(interleaved))
-    return ExecuteResponse(language=name, version=runtime.version, run=run,
+    return ExecuteResponse(language=runtime.language, version=runtime.version, run=run,
                            compile=compiled)  # fmt: skip
+
+
+# -- the interactive WebSocket ------------------------------------------------------------
+
+live = APIRouter(tags=["Piston"])
+"""``/api/v2/connect``: a WebSocket, which checks the API token itself."""
+
+INIT_WITHIN = 1.0
+"""Seconds a new connection has to send its ``init`` message, as Piston allows."""
+
+# Piston's close codes
+ALREADY_INITIALIZED, INIT_TIMEOUT, NOTIFIED_ERROR, NOT_INITIALIZED = 4000, 4001, 4002, 4003
+ONLY_STDIN, INVALID_SIGNAL, JOB_COMPLETED = 4004, 4005, 4999
+
+
+class _Closed(Exception):
+    """The connection was closed with a code (or by the client)."""
+
+
+class _Connection:
+    """One interactive job: sends are serialised; closing ends the job."""
+
+    def __init__(self, websocket: WebSocket) -> None:
+        self.websocket = websocket
+        self.lock = anyio.Lock()
+        self.closed = False
+
+    async def send(self, message: dict[str, Any]) -> None:
+        async with self.lock:
+            if self.closed:
+                raise _Closed
+            try:
+                await self.websocket.send_text(json.dumps(message))
+            except (WebSocketDisconnect, RuntimeError, OSError):
+                self.closed = True
+                raise _Closed from None
+
+    async def close(self, code: int, reason: str) -> None:
+        async with self.lock:
+            if not self.closed:
+                self.closed = True
+                with contextlib.suppress(WebSocketDisconnect, RuntimeError, OSError):
+                    await self.websocket.close(code, reason)
+
+    async def fail(self, message: str) -> None:
+        """Piston's way: the error as a message, then close 4002 (a close reason is short)."""
+        with contextlib.suppress(_Closed):
+            await self.send({"type": "error", "message": message})
+        await self.close(NOTIFIED_ERROR, "Notified Error")
+
+
+def _exit(stage: str, result: CompileResult | ExecutionResult) -> dict[str, Any]:
+    piston = _stage(result)
+    return {"type": "exit", "stage": stage, "code": piston.code, "signal": piston.signal}
+
+
+async def _job(
+    connection: _Connection, service: Service, body: ExecuteRequest, stdin: LiveInput
+) -> None:
+    """Run one job, telling the client each stage, its output and its end."""
+    language, runtime = await _runtime(service, body)
+
+    async def data(stream: str, text: str) -> None:
+        await connection.send({"type": "data", "stream": stream, "data": text})
+
+    async def compiled(result: CompileResult) -> None:
+        for stream in ("stdout", "stderr"):
+            if getattr(result, stream):
+                await data(stream, getattr(result, stream))
+        await connection.send(_exit("compile", result))
+        if result.success:
+            await connection.send({"type": "stage", "stage": "run"})
+
+    options = _options(
+        body,
+        service,
+        language,
+        stdin=stdin,
+        on_stdout=functools.partial(data, "stdout"),
+        on_stderr=functools.partial(data, "stderr"),
+        on_compile=compiled,
+    )
+    if body.stdin:
+        await stdin.write(body.stdin)
+    await connection.send(
+        {"type": "runtime", "language": runtime.language, "version": runtime.version}
+    )
+    first = "compile" if get_language(language).compiled else "run"
+    await connection.send({"type": "stage", "stage": first})
+    result = await service.execute(_code(body), options)
+    if result.compile is None or result.compile.success:
+        await connection.send(_exit("run", result))
+
+
+@live.websocket("/api/v2/connect")
+async def connect(websocket: WebSocket) -> None:
+    """Piston's interactive execution: ``init`` (an execute request) within a second, then
+    ``data`` (stdin) and ``signal`` messages while the job runs; the server sends
+    ``runtime``, ``stage``, ``data`` (stdout, stderr) and ``exit`` messages, and closes with
+    4999 once the job is over (4000-4005 for the client's mistakes, as Piston does)."""
+    check_token: Callable[[Mapping[bytes, bytes]], bool] = websocket.app.state.check_token
+    if not check_token(dict(websocket.scope["headers"])):
+        await websocket.close(1008, "a valid API token is required")
+        return
+    await websocket.accept()
+    connection = _Connection(websocket)
+    service: Service = websocket.app.state.service
+    stdin = LiveInput()
+    async with anyio.create_task_group() as tg:
+
+        async def job(body: ExecuteRequest) -> None:
+            try:
+                await _job(connection, service, body, stdin)
+            except _Closed:
+                pass
+            except (RunEnvironmentError, ValidationError) as exc:
+                await connection.fail(str(exc))
+            else:
+                await connection.close(JOB_COMPLETED, "Job Completed")
+            tg.cancel_scope.cancel()
+
+        started = False
+        with anyio.move_on_after(INIT_WITHIN) as waiting:
+            while not started:
+                started = await _message(connection, stdin, job, tg, started)
+                if connection.closed:
+                    return
+        if waiting.cancelled_caught:
+            await connection.close(INIT_TIMEOUT, "Initialization Timeout")
+            return
+        while not connection.closed:
+            await _message(connection, stdin, job, tg, started)
+        tg.cancel_scope.cancel()
+
+
+async def _message(
+    connection: _Connection,
+    stdin: LiveInput,
+    job: Callable[[ExecuteRequest], Coroutine[Any, Any, None]],
+    tg: anyio.abc.TaskGroup,
+    started: bool,
+) -> bool:
+    """Take one message from the client; whether the job has started."""
+    try:
+        text = await connection.websocket.receive_text()
+    except (WebSocketDisconnect, RuntimeError, KeyError):
+        connection.closed = True  # the client went away: the job ends with the connection
+        tg.cancel_scope.cancel()
+        return started
+    try:
+        message = json.loads(text)
+        kind = message.get("type") if isinstance(message, dict) else None
+    except ValueError as exc:
+        await connection.fail(str(exc))
+        return started
+    if kind == "init":
+        if started:
+            await connection.close(ALREADY_INITIALIZED, "Already Initialized")
+            return started
+        try:
+            body = ExecuteRequest.model_validate(message)
+        except ValidationError as exc:
+            await connection.fail(_said(exc))
+            return started
+        tg.start_soon(job, body)
+        return True
+    if kind not in ("data", "signal"):
+        return started  # Piston ignores other messages
+    if not started:
+        await connection.close(NOT_INITIALIZED, "Not yet initialized")
+    elif kind == "data":
+        if message.get("stream") != "stdin" or not isinstance(message.get("data"), str):
+            await connection.close(ONLY_STDIN, "Can only write to stdin")
+        elif not stdin.closed:
+            await stdin.write(message["data"])
+    else:
+        name = message.get("signal")
+        if not isinstance(name, str) or name not in signal.Signals.__members__:
+            await connection.close(INVALID_SIGNAL, "Invalid signal")
+        else:
+            stdin.signal(name)
+    return started
+
+
+def _said(exc: ValidationError) -> str:
+    first = exc.errors()[0]
+    where = ".".join(str(part) for part in first["loc"])
+    return f"{where}: {first['msg']}" if where else str(first["msg"])

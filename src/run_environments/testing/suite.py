@@ -16,6 +16,7 @@ import pytest
 from run_environments import (
     ExecutionOptions,
     InvalidOptionsError,
+    LiveInput,
     RunEnvironment,
     UnknownLanguageError,
     get_language,
@@ -44,6 +45,9 @@ class EnvironmentBehaviour(abc.ABC):
     """The shared suite. ``languages`` lists what the environment must run."""
 
     languages: ClassVar[tuple[str, ...]] = tuple(language_names())
+    live_input: ClassVar[bool] = True
+    """Whether the environment takes a :class:`~run_environments.LiveInput` (a remote
+    server's API does not: its module checks the refusal instead)."""
 
     @abc.abstractmethod
     async def leftovers(self, env: RunEnvironment) -> list[str]:
@@ -293,6 +297,80 @@ class EnvironmentBehaviour(abc.ABC):
                 "import time; print('x', flush=True); time.sleep(60)", on_stdout=explode
             )
         assert await self.leftovers(env) == []
+
+    # -- input written while the program runs ----------------------------------------
+    def need_live_input(self, env: RunEnvironment) -> None:
+        if not self.live_input:
+            pytest.skip(f"the {env.name} environment takes stdin whole, by design")
+
+    async def test_live_input_answers_the_program_as_it_asks(self, env: RunEnvironment) -> None:
+        self.need_live_input(env)
+        live = LiveInput()
+        await live.write("first\n")  # before the program starts: it waits for it
+
+        heard = ""  # output comes in chunks of any size
+
+        async def answer(text: str) -> None:
+            nonlocal heard
+            heard += text
+            if heard == "got first\n":
+                await live.write("second\n")
+            if heard == "got first\ngot second\n":
+                live.close()
+
+        code = (
+            "import sys\nfor line in sys.stdin:\n"
+            "    print('got', line.strip(), flush=True)\nprint('end of input')"
+        )
+        result = await env.execute(code, stdin=live, on_stdout=answer, timeout=20)
+        assert result.stdout == "got first\ngot second\nend of input\n", result
+        assert result.success
+        assert not result.timed_out
+
+    async def test_live_input_signals_the_program(self, env: RunEnvironment) -> None:
+        self.need_live_input(env)
+        live = LiveInput()
+        code = "import time\nprint('waiting', flush=True)\ntime.sleep(60)"
+        result = await env.execute(
+            code, stdin=live, on_stdout=lambda _: live.signal("SIGTERM"), timeout=20
+        )
+        assert not result.timed_out, result  # ended by the signal, not by the deadline
+        assert result.signal in ("SIGTERM", "SIGKILL"), result  # E2B's API: SIGKILL only
+        live.signal("SIGINT")  # the program is over: nothing to deliver, and no error
+        with pytest.raises(InvalidOptionsError, match="not a signal"):
+            live.signal("SIGNOTHING")
+
+    async def test_live_input_writer_waits_while_too_much_is_pending(
+        self, env: RunEnvironment
+    ) -> None:
+        self.need_live_input(env)
+        live = LiveInput(max_pending=1024)
+        chunk = b"x" * 1024
+        written = 0  # writes that returned while the program ran
+
+        async def writer() -> None:
+            nonlocal written
+            for _ in range(1024):  # 1 MiB: more than any pipe or channel holds
+                await live.write(chunk)
+                if live.finished:
+                    return
+                written += 1
+
+        code = "import time\nprint('not reading', flush=True)\ntime.sleep(2)"
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(writer)
+            result = await env.execute(code, stdin=live, timeout=20)
+        assert result.success, result
+        assert 0 < written < 1024  # it waited for room, and was let go at the end
+
+    async def test_a_live_input_serves_one_run(self, env: RunEnvironment) -> None:
+        self.need_live_input(env)
+        live = LiveInput()
+        live.close()
+        result = await env.execute("import sys\nprint(repr(sys.stdin.read()))", stdin=live)
+        assert result.stdout == "''\n", result
+        with pytest.raises(InvalidOptionsError, match="one run"):
+            await env.execute("pass", stdin=live)
 
     # -- concurrency, cancellation, cleanup ---------------------------------------------
     async def test_cancelling_a_running_execute(self, env: RunEnvironment) -> None:
