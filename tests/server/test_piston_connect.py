@@ -9,11 +9,12 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
-from run_environments.server import ServerSettings
+from run_environments.server import ServerSettings, piston
 from run_environments.testing.samples import HELLO
 
 from .conftest import running
@@ -246,6 +247,34 @@ def test_a_quiet_websocket_outlives_the_header_timeout(server_envs: dict) -> Non
         send(ws, type="data", stream="stdin", data="still here\n")
         got, code, _ = messages(ws)
     assert output(got) == "still here\n" and code == 4999
+
+
+def test_a_client_that_stops_reading_loses_its_job_not_the_servers_slot(
+    server_envs: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(piston, "SEND_WITHIN", 1.0)
+    settings = ServerSettings(max_concurrency=1, max_queue=0, max_output_bytes=256 << 20)
+    # incompressible output, and no compression: the server's sends block once the
+    # connection's buffers are full
+    flood = "import os, sys\nwhile True: sys.stdout.write(os.urandom(32768).hex())"
+    execute = {"language": "python", "version": "*", "files": [{"content": "print(2)"}]}
+    with running(settings, server_envs) as base:
+        assert httpx.get(f"{base}/api/v2/runtimes", timeout=60).status_code == 200
+        with connect(ws_url(base), max_queue=1, compression=None) as ws:
+            init(ws, "python", flood, run_timeout=60000)
+            until(ws, "data")  # it runs; from here on this client reads nothing
+            start = time.monotonic()
+            statuses = []
+            while time.monotonic() - start < 30:
+                answer = httpx.post(f"{base}/api/v2/execute", json=execute, timeout=60)
+                statuses.append(answer.status_code)
+                if answer.status_code == 200:
+                    break
+                time.sleep(0.2)
+            freed = time.monotonic() - start
+        assert statuses[0] == 429  # the server's one slot was the stalled job's
+        assert statuses[-1] == 200 and answer.json()["run"]["stdout"] == "2\n"
+        assert freed < 15  # SEND_WITHIN after the client stopped, not the run's 60 s
 
 
 def test_the_token_guards_the_websocket_too(server_envs: dict) -> None:

@@ -377,6 +377,10 @@ live = APIRouter(tags=["Piston"])
 INIT_WITHIN = 1.0
 """Seconds a new connection has to send its ``init`` message, as Piston allows."""
 
+SEND_WITHIN = 10.0
+"""Seconds a client has to take each message; one that stops reading ends its job (its
+program waits on its output meanwhile, and its slot is not held longer)."""
+
 # Piston's close codes
 ALREADY_INITIALIZED, INIT_TIMEOUT, NOTIFIED_ERROR, NOT_INITIALIZED = 4000, 4001, 4002, 4003
 ONLY_STDIN, INVALID_SIGNAL, JOB_COMPLETED = 4004, 4005, 4999
@@ -399,8 +403,9 @@ class _Connection:
             if self.closed:
                 raise _Closed
             try:
-                await self.websocket.send_text(json.dumps(message))
-            except (WebSocketDisconnect, RuntimeError, OSError):
+                with anyio.fail_after(SEND_WITHIN):
+                    await self.websocket.send_text(json.dumps(message))
+            except (WebSocketDisconnect, RuntimeError, OSError, TimeoutError):
                 self.closed = True
                 raise _Closed from None
 
@@ -445,6 +450,7 @@ async def _job(
         service,
         language,
         stdin=stdin,
+        max_output_bytes=service.settings.max_output_bytes,  # streamed: the server's ceiling
         on_stdout=functools.partial(data, "stdout"),
         on_stderr=functools.partial(data, "stderr"),
         on_compile=compiled,
