@@ -31,6 +31,7 @@ from run_environments import (
     get_language,
     language_for_path,
 )
+from run_environments.testing.samples import ECHO, HELLO, RUNNERS
 
 
 def test_all_is_sorted_and_is_every_public_name() -> None:
@@ -160,6 +161,19 @@ def test_languages_are_one_table() -> None:
     assert language_for_path("x/y.rb").name == "ruby"
     with pytest.raises(UnknownLanguageError):
         language_for_path("notes.txt")
+
+
+def test_every_language_has_the_samples_the_suite_runs() -> None:
+    programs = {lang.name for lang in LANGUAGES if not lang.runner}
+    runners = {lang.name for lang in LANGUAGES if lang.runner}
+    assert set(HELLO) == programs
+    assert set(ECHO) == programs - {"sql"}  # SQL's stdin and arguments: their own sample
+    assert set(RUNNERS) == runners == {"pytest", "go-test", "junit", "jest", "d-unittest"}
+    # a runner's file is named as its tool finds tests; its suffix names the base language
+    assert language_for_path("test_main.py").name == "python"
+    assert get_language("go_test").name == "go-test"
+    assert get_language("D_ut").name == "d-unittest"
+    assert get_language("kotlin_script").name == "kotlin-script"
 
 
 def test_builtin_environment_is_registered() -> None:

@@ -31,6 +31,9 @@ class Language:
     :param named_by: a pattern whose first group, found in the code, names its file (Java's
         public class must be in a file of its name).
     :param stream_env: variables set when output is streamed, so it is not held in buffers.
+    :param env: variables every run of the language sets (the program's own ``env`` wins).
+    :param runner: a test runner (pytest, ``go test``, JUnit, Jest): the code is a file of
+        tests, the output the runner's report, and the run succeeds when every test passes.
     :param install: what to install when no alternative is found.
     :param version: arguments that make the (first) program print its version.
     :param version_of: a whole command printing the version of the language, where the
@@ -46,6 +49,8 @@ class Language:
     filename: str | None = None
     named_by: str | None = None
     stream_env: Mapping[str, str] = field(default_factory=dict)
+    env: Mapping[str, str] = field(default_factory=dict)
+    runner: bool = False
     install: str = ""
     version: tuple[str, ...] = ("--version",)
     version_of: tuple[str, ...] | None = None
@@ -78,6 +83,19 @@ JAVA_LIBRARIES = ":".join(
                 "junit-platform-commons")
 )  # fmt: skip
 """The libraries of the datasets profile on the class path (a missing jar is skipped)."""
+
+JUNIT_CONSOLE = "/usr/share/java/junit-platform-console-standalone.jar"
+"""JUnit 5's console launcher (Debian's ``junit5``), which runs the ``junit`` language."""
+
+NPM_GLOBAL = "/usr/local/lib/node_modules:/usr/lib/node_modules:/usr/share/nodejs:/usr/lib/nodejs"
+"""Where Jest finds its Babel presets: npm's global directories and Debian's."""
+
+_JEST_CONFIG = (
+    '{{"rootDir": "{dir}", "cacheDirectory": "{dir}/.jest-cache",'
+    ' "transform": {{"\\\\.[jt]sx?$": ["babel-jest", {{"presets": ['
+    '["@babel/preset-env", {{"targets": {{"node": "current"}}}}], "@babel/preset-typescript"'
+    "]}}]}}}}"
+)
 
 _TS_NODE: Argv = ("ts-node", "--transpile-only", "-O", '{{"module":"commonjs"}}', "{file}")
 
@@ -321,9 +339,114 @@ LANGUAGES: tuple[Language, ...] = (
         name="clojure",
         aliases=("clj",),
         suffix=".clj",
-        run=(("clojure", "{file}"),),
+        run=(("clojure", "--report", "stderr", "{file}"),),  # not a report file in /tmp
         install="clojure (apt-get install clojure)",
         version_of=("clojure", "-e", "(println (clojure-version))"),
+    ),
+    Language(
+        name="sql",
+        aliases=("sqlite", "sqlite3"),
+        suffix=".sql",
+        # the file is read into a database in memory; more arguments are more SQL (or dot
+        # commands) run after it, as sqlite3 takes them; -bail: the first error fails the run
+        run=(("sqlite3", "-bail", "-batch", "-init", "/dev/null", ":memory:", ".read '{file}'"),),
+        install="sqlite3 (apt-get install sqlite3)",
+    ),
+    Language(
+        name="pytest",
+        suffix=".py",
+        filename="test_main.py",
+        run=(
+            ("{python}", "-m", "pytest", "-p", "no:cacheprovider", "--rootdir", "{dir}", "{file}"),
+            ("pytest", "-p", "no:cacheprovider", "--rootdir", "{dir}", "{file}"),
+        ),
+        runner=True,
+        install="pytest (apt-get install python3-pytest)",
+        version_of=("pytest", "--version"),
+    ),
+    Language(
+        name="go-test",
+        aliases=("go_test", "gotest"),
+        suffix=".go",
+        filename="main_test.go",
+        compile=(("go", "test", "-c", "-o", "{exe}", "{file}"),),
+        run=(("{exe}",),),
+        runner=True,
+        install="go (apt-get install golang-go)",
+        version_of=("go", "version"),
+    ),
+    Language(
+        name="junit",
+        aliases=("junit5",),
+        suffix=".java",
+        filename="Main.java",
+        named_by=r"^[ \t]*public\s+(?:(?:final|abstract)\s+)*class\s+([A-Za-z_$][\w$]*)",
+        compile=(
+            ("javac", "-cp", f"{{dir}}:{JUNIT_CONSOLE}:{JAVA_LIBRARIES}", "-d", "{dir}", "{file}"),
+        ),
+        # every class is scanned (not only *Test); no test found is a failure, not a pass
+        run=(
+            (
+                "java",
+                "-ea",
+                "-jar",
+                JUNIT_CONSOLE,
+                "--disable-banner",
+                "--disable-ansi-colors",
+                "--details=tree",
+                "--fail-if-no-tests",
+                "--include-classname",
+                ".*",
+                "--class-path",
+                f"{{dir}}:{JAVA_LIBRARIES}",
+                "--scan-class-path",
+                "{dir}",
+            ),
+        ),
+        runner=True,
+        install="JUnit 5 (apt-get install junit5 default-jdk-headless)",
+        version_of=(
+            "sh",
+            "-c",
+            "ls /usr/share/java | sed -n 's/^junit-jupiter-api-\\(.*\\)\\.jar$/\\1/p'",
+        ),
+    ),
+    Language(
+        name="jest",
+        suffix=".ts",
+        filename="main.test.ts",
+        run=(
+            (
+                "jest",
+                "--ci",
+                "--no-watchman",
+                "--config",
+                _JEST_CONFIG,
+                "--runTestsByPath",
+                "{file}",
+            ),
+        ),
+        env={"NODE_PATH": NPM_GLOBAL},
+        runner=True,
+        install="jest (npm install -g jest@29 @babel/preset-env@7 @babel/preset-typescript@7)",
+    ),
+    Language(
+        name="kotlin-script",
+        aliases=("kts", "kotlin_script"),
+        suffix=".kts",
+        run=(("kotlinc", "-J-ea", "-script", "{file}"),),
+        install="kotlinc (apt-get install kotlin)",
+        version_of=("kotlinc", "-version"),
+    ),
+    Language(
+        name="d-unittest",
+        aliases=("d_ut",),
+        suffix=".d",
+        # the program's unittest blocks run instead of its main, as dmd -unittest builds it
+        compile=(("gdc", "-funittest", "-o", "{exe}", "{file}"),),
+        run=(("{exe}",),),
+        runner=True,
+        install="gdc (apt-get install gdc)",
     ),
     Language(
         name="awk",

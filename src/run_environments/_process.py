@@ -191,7 +191,7 @@ def _spawn(
     if spawn.user is not None:
         extra.update(user=spawn.user, group=spawn.group, extra_groups=[])
     try:
-        return subprocess.Popen(
+        proc = subprocess.Popen(
             list(argv),
             stdin=subprocess.PIPE if has_stdin else subprocess.DEVNULL,
             stdout=subprocess.PIPE,
@@ -204,6 +204,13 @@ def _spawn(
         )
     except OSError as exc:
         raise SpawnError(f"cannot start {argv[0]!r}: {exc.strerror or exc}") from exc
+    if spawn.user is not None:
+        # The pipes are the program's: owned by this process's user, /dev/stdin and
+        # /dev/stdout (reopened through /proc/self/fd) would be closed to it.
+        for pipe in (proc.stdin, proc.stdout, proc.stderr):
+            if pipe is not None:
+                os.fchown(pipe.fileno(), spawn.user, spawn.group if spawn.group is not None else -1)
+    return proc
 
 
 class Started:

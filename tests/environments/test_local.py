@@ -51,6 +51,16 @@ class TestLocal(EnvironmentBehaviour):
             processes = marked_processes(env.instance)
         return [str(p) for p in self.tmp.iterdir()] + processes
 
+    async def test_a_clojure_error_leaves_no_report_file_behind(
+        self, env: LocalRunEnvironment
+    ) -> None:
+        tmp = Path(os.environ.get("TMPDIR", "/tmp"))
+        before = set(tmp.glob("clojure-*.edn"))
+        result = await env.execute('(throw (ex-info "wrong" {}))', language="clojure")
+        assert not result.success
+        assert "wrong" in result.stderr  # the report is on stderr, not in a file
+        assert set(tmp.glob("clojure-*.edn")) <= before
+
     async def test_inherits_the_host_environment(self, env: LocalRunEnvironment) -> None:
         os.environ["RUNENV_TEST_INHERITED"] = "yes"
         try:

@@ -195,6 +195,8 @@ def test_packages_lists_what_is_installed(http: httpx.Client) -> None:
         ("kt", 'fun main() { println("ok") }', "kotlin"),
         ("gvy", 'println "ok"', "groovy"),
         ("clj", '(println "ok")', "clojure"),
+        ("sqlite", "SELECT 'ok';", "sqlite3"),
+        ("sql", "SELECT 'ok';", "sqlite3"),
     ],
 )
 def test_more_languages_under_pistons_names(

@@ -85,8 +85,8 @@ def test_memory_limit(http: httpx.Client) -> None:
 
 
 def test_language_it_cannot_run_is_a_sandbox_error(http: httpx.Client) -> None:
-    data = run_code(http, code="select 1", language="sql")
-    assert data["status"] == "SandboxError" and "sql" in data["message"]
+    data = run_code(http, code="println(1)", language="julia")
+    assert data["status"] == "SandboxError" and "julia" in data["message"]
 
 
 @pytest.mark.parametrize(

@@ -6,6 +6,8 @@ import pytest
 import sandbox_fusion
 from sandbox_fusion import RunCodeRequest, RunStatus
 
+from run_environments.testing.samples import RUNNERS
+
 # The client calls pydantic's deprecated .dict(); that is its business, not ours.
 pytestmark = [pytest.mark.filterwarnings("ignore::DeprecationWarning"), pytest.mark.anyio]
 
@@ -55,3 +57,50 @@ def test_files_in_tmp_through_the_client(url: str) -> None:
     assert response.status == RunStatus.Success, response
     assert response.run_result.stdout == "cba\n"
     assert base64.b64decode(response.files["/tmp/out.txt"]) == b"x"
+
+
+# SandboxFusion's test-runner languages: its name, ours, and how the failing test is fixed
+FIXES = {
+    "pytest": ("pytest", "add(1, 1) == 3", "add(1, 1) == 2"),
+    "go_test": ("go-test", "add(1, 1) != 3", "add(1, 1) != 2"),
+    "junit": ("junit", "assertEquals(3,", "assertEquals(2,"),
+    "jest": ("jest", "toBe(3)", "toBe(2)"),
+    "D_ut": ("d-unittest", "add(1, 1) == 3", "add(1, 1) == 2"),
+}
+
+
+@pytest.mark.parametrize("language", sorted(FIXES))
+def test_a_test_runner_language_is_judged_by_its_tests(url: str, language: str) -> None:
+    ours, wrong, right = FIXES[language]
+    code, failing, _ = RUNNERS[ours]
+    assert wrong in code
+    failed = sandbox_fusion.run_code(
+        RunCodeRequest(code=code, language=language, run_timeout=60, compile_timeout=60),
+        endpoint=url,
+    )
+    assert failed.status == RunStatus.Failed, failed
+    assert failed.run_result.return_code == 1
+    assert failing in failed.run_result.stdout + failed.run_result.stderr
+    passed = sandbox_fusion.run_code(
+        RunCodeRequest(
+            code=code.replace(wrong, right), language=language, run_timeout=60, compile_timeout=60
+        ),
+        endpoint=url,
+    )
+    assert passed.status == RunStatus.Success, passed
+    assert passed.run_result.return_code == 0
+
+
+@pytest.mark.parametrize(
+    ("language", "code", "stdout"),
+    [
+        ("sql", "CREATE TABLE t(x);\nINSERT INTO t VALUES (2), (3);\nSELECT sum(x) FROM t;", "5\n"),
+        ("kotlin_script", "println(listOf(2, 3).sum())", "5\n"),
+    ],
+)
+def test_sql_and_kotlin_scripts(url: str, language: str, code: str, stdout: str) -> None:
+    response = sandbox_fusion.run_code(
+        RunCodeRequest(code=code, language=language, run_timeout=60), endpoint=url
+    )
+    assert response.status == RunStatus.Success, response
+    assert response.run_result.stdout == stdout

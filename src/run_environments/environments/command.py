@@ -90,8 +90,8 @@ def program_env(language: Language, options: ExecutionOptions, stream: bool) -> 
     if not stream:
         return {}
     if options.on_stdout or options.on_stderr:
-        return {**language.stream_env, **options.env}
-    return dict(options.env)
+        return {**language.env, **language.stream_env, **options.env}
+    return {**language.env, **options.env}
 
 
 def build_command(

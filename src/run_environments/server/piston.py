@@ -77,6 +77,7 @@ PISTON: dict[str, tuple[str, str | None, tuple[str, ...]]] = {
     "scala": ("scala", None, ("sc",)),
     "groovy": ("groovy", None, ("groovy", "gvy")),
     "clojure": ("clojure", None, ("clojure", "clj")),
+    "sql": ("sqlite3", None, ("sqlite", "sql")),
 }  # fmt: skip
 """Our language -> Piston's name for it, the Piston package that provides it (when not of
 the same name), and the aliases Piston's packages declare for it."""

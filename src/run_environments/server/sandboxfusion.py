@@ -25,12 +25,14 @@ LANGUAGES: dict[str, str | None] = {
     "python": "python", "nodejs": "javascript", "typescript": "typescript", "bash": "bash",
     "ruby": "ruby", "cpp": "cpp", "go": "go", "java": "java", "rust": "rust", "php": "php",
     "perl": "perl", "lua": "lua", "csharp": "csharp", "R": "r", "racket": "racket",
-    "scala": "scala",
-    # SandboxFusion languages this server has no runner for
-    "go_test": None, "sql": None, "cuda": None, "D_ut": None,
-    "julia": None, "pytest": None, "junit": None, "kotlin_script": None,
-    "jest": None, "verilog": None, "python_gpu": None, "lean": None, "swift": None,
-    "python2": None, "gtest": None, "react": None,
+    "scala": "scala", "sql": "sql", "kotlin_script": "kotlin-script",
+    # its test-runner languages: a file of tests, judged by the runner's exit status
+    "pytest": "pytest", "go_test": "go-test", "junit": "junit", "jest": "jest",
+    "D_ut": "d-unittest",
+    # SandboxFusion languages this server has no runner for (Debian packages none of them,
+    # or, for gtest and react, their harness is SandboxFusion's own)
+    "cuda": None, "julia": None, "verilog": None, "python_gpu": None, "lean": None,
+    "swift": None, "python2": None, "gtest": None, "react": None,
 }  # fmt: skip
 
 

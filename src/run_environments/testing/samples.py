@@ -45,6 +45,8 @@ HELLO = {
     "scala": 'object Main { def main(a: Array[String]): Unit = println("hello from scala") }',
     "groovy": 'println "hello from groovy"',
     "clojure": '(println "hello from clojure")',
+    "sql": "SELECT 'hello from sql';",
+    "kotlin-script": 'println("hello from kotlin-script")',
 }
 
 # Each prints "<first argument>:<first line of stdin>".
@@ -133,7 +135,66 @@ ECHO = {
     ),
     "groovy": 'def l = System.in.newReader().readLine()\nprintln(args[0] + ":" + l)',
     "clojure": '(println (str (first *command-line-args*) ":" (read-line)))',
+    "kotlin-script": 'val l = readLine()\nprintln(args[0] + ":" + l)',
 }
+"""(SQL reads neither: sqlite3 takes more arguments as more SQL, and stdin through
+``.import``; :data:`SQL_STDIN_AND_ARGS` shows both.)"""
+
+SQL_STDIN_AND_ARGS = (
+    "CREATE TABLE input(line TEXT);\n.import /dev/stdin input\n"
+    "SELECT 'first:' || line FROM input LIMIT 1;",
+    ["SELECT 'rows:' || count(*) FROM input;"],
+    "first:line one\nrows:2\n",
+)
+"""SQL's stdin and arguments: code, arguments, the output for the ``ECHO`` test's stdin."""
+
+RUNNERS = {
+    "pytest": (
+        "def add(a, b):\n    return a + b\n\n"
+        "def test_adds():\n    assert add(1, 1) == 2\n\n"
+        "def test_wrong():\n    assert add(1, 1) == 3\n",
+        "test_wrong",
+        ["-k", "test_adds"],
+    ),
+    "go-test": (
+        'package main\nimport "testing"\nfunc add(a, b int) int { return a + b }\n'
+        'func TestAdds(t *testing.T) { if add(1, 1) != 2 { t.Fatal("adds") } }\n'
+        'func TestWrong(t *testing.T) { if add(1, 1) != 3 { t.Fatal("wrong sum") } }\n',
+        "TestWrong",
+        ["-test.run", "TestAdds"],
+    ),
+    "junit": (
+        "import org.junit.jupiter.api.Test;\n"
+        "import static org.junit.jupiter.api.Assertions.assertEquals;\n"
+        "public class AddTest {\n"
+        "    static int add(int a, int b) { return a + b; }\n"
+        "    @Test void adds() { assertEquals(2, add(1, 1)); }\n"
+        "    @Test void wrong() { assertEquals(3, add(1, 1)); }\n}\n",
+        "wrong()",
+        None,
+    ),
+    "d-unittest": (
+        "int add(int a, int b) { return a + b; }\n"
+        "unittest { assert(add(1, 1) == 2); }\n"
+        'unittest { assert(add(1, 1) == 3, "wrong sum"); }\n'
+        "void main() {}\n",
+        "wrong sum",
+        None,
+    ),
+    "jest": (
+        "import { describe, expect, test } from '@jest/globals';\n"
+        "const _ = require('lodash');\n"
+        "const add = (a: number, b: number): number => a + b;\n"
+        "describe('add', () => {\n"
+        "  test('adds', () => expect(_.sum([add(1, 1)])).toBe(2));\n"
+        "  test('wrong', () => expect(add(1, 1)).toBe(3));\n});\n",
+        "add \u203a wrong",  # jest writes describe \u203a test
+        ["-t", "adds"],
+    ),
+}
+"""Test files for the test-runner languages: each has a passing test and a failing one
+(named second), and arguments for the runner that select only the passing one (None: the
+runner's command line scans every class)."""
 
 FAILED_ASSERTION = {
     "python": "assert 1 + 1 == 3, 'wrong'",
@@ -159,6 +220,7 @@ FAILED_ASSERTION = {
     ' println("not checked") } }',
     "groovy": 'assert 1 + 1 == 3\nprintln "not checked"',
     "clojure": '(assert (= (+ 1 1) 3))\n(println "not checked")',
+    "kotlin-script": 'assert(1 + 1 == 3)\nprintln("not checked")',
 }
 """A wrong solution caught by the language's own assertion (as test harnesses of
 evaluation datasets check answers): the run must fail. The languages without an assertion

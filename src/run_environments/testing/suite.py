@@ -23,7 +23,10 @@ from run_environments import (
     language_names,
 )
 
-from .samples import ECHO, FAILED_ASSERTION, HELLO, program
+from .samples import ECHO, FAILED_ASSERTION, HELLO, RUNNERS, SQL_STDIN_AND_ARGS, program
+
+PROGRAMS = [name for name in language_names() if not get_language(name).runner]
+"""The languages whose code is a program (the others are test runners: :data:`RUNNERS`)."""
 
 RESULT_FIELDS = {
     "success", "stdout", "stderr", "exit_code", "execution_time", "error", "timed_out", "signal",
@@ -64,7 +67,7 @@ class EnvironmentBehaviour(abc.ABC):
             pytest.skip(f"the {env.name} environment does not offer {language} by design")
 
     # -- every language -------------------------------------------------------------------
-    @pytest.mark.parametrize("language", language_names())
+    @pytest.mark.parametrize("language", PROGRAMS)
     async def test_hello_world(self, env: RunEnvironment, language: str) -> None:
         self.need(env, language)
         result = await env.execute(HELLO[language], language=language)
@@ -80,7 +83,7 @@ class EnvironmentBehaviour(abc.ABC):
         else:
             assert result.compile is None
 
-    @pytest.mark.parametrize("language", language_names())
+    @pytest.mark.parametrize("language", sorted(ECHO))
     async def test_stdin_and_args(self, env: RunEnvironment, language: str) -> None:
         self.need(env, language)
         result = await env.execute(
@@ -88,6 +91,53 @@ class EnvironmentBehaviour(abc.ABC):
         )
         assert result.stdout == "first:line one\n", result
         assert result.success
+
+    async def test_dev_stdin_and_dev_stdout_open_as_files(self, env: RunEnvironment) -> None:
+        """Judges' solutions read ``/dev/stdin`` by name (Node's ``readFileSync``, ``cat``,
+        SQLite's ``.import``) and write ``/dev/stdout`` and ``/dev/stderr``."""
+        code = "cat /dev/stdin > /dev/stdout\necho err > /dev/stderr"
+        result = await env.execute(code, language="bash", stdin="through the names\n")
+        assert (result.stdout, result.stderr) == ("through the names\n", "err\n"), result
+        self.need(env, "javascript")
+        code = "console.log(require('fs').readFileSync('/dev/stdin', 'utf8').trim())"
+        result = await env.execute(code, language="javascript", stdin="from node\n")
+        assert result.stdout == "from node\n", result
+
+    async def test_sql_reads_stdin_by_import_and_takes_arguments_as_more_sql(
+        self, env: RunEnvironment
+    ) -> None:
+        self.need(env, "sql")
+        code, args, expected = SQL_STDIN_AND_ARGS
+        result = await env.execute(code, language="sql", stdin="line one\nline two\n", args=args)
+        assert (result.success, result.stdout) == (True, expected), result
+
+    async def test_sql_stops_at_its_first_error(self, env: RunEnvironment) -> None:
+        self.need(env, "sql")
+        result = await env.execute("SELECT 1;\nSELECT nope;\nSELECT 2;", language="sql")
+        assert (result.success, result.exit_code, result.stdout) == (False, 1, "1\n"), result
+        assert "no such column: nope" in result.stderr
+
+    async def test_junit_without_a_test_is_a_failure(self, env: RunEnvironment) -> None:
+        self.need(env, "junit")
+        code = "public class Nothing { static int add(int a, int b) { return a + b; } }"
+        result = await env.execute(code, language="junit", timeout=60)
+        assert not result.success, result  # not a vacuous pass
+        assert "0 tests found" in result.stdout, result
+
+    @pytest.mark.parametrize("language", sorted(RUNNERS))
+    async def test_a_test_runner_passes_only_when_every_test_passes(
+        self, env: RunEnvironment, language: str
+    ) -> None:
+        self.need(env, language)
+        code, failing, only_passing = RUNNERS[language]
+        result = await env.execute(code, language=language, timeout=60)
+        assert not result.success, result
+        assert result.exit_code == 1, result
+        assert failing in result.stdout + result.stderr, result
+        if only_passing is not None:  # the runner's own arguments select the passing test
+            result = await env.execute(code, language=language, args=only_passing, timeout=60)
+            assert result.success, result
+            assert failing not in result.stdout + result.stderr, result
 
     @pytest.mark.parametrize("language", sorted(FAILED_ASSERTION))
     async def test_a_failed_assertion_fails_the_run(
