@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import click
 
+from .images import images
 from .info import doctor, languages
 from .run import DEFAULT_ENVIRONMENT, exit_status, run
 from .serve import serve
@@ -24,5 +25,6 @@ main.add_command(run)
 main.add_command(languages)
 main.add_command(doctor)
 main.add_command(serve)
+main.add_command(images)
 
 __all__ = ["DEFAULT_ENVIRONMENT", "exit_status", "main"]

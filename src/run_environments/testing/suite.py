@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import abc
 import json
-from typing import ClassVar
+from collections.abc import Callable, Iterable
+from typing import Any, ClassVar, TypeVar
 
 import anyio
 import pytest
@@ -43,6 +44,19 @@ def rss_bytes() -> int:
     raise AssertionError("no VmRSS")
 
 
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _over(languages: Iterable[str]) -> Callable[[F], F]:
+    """Run the test once for each of ``languages`` the environment offers."""
+
+    def mark(test: F) -> F:
+        test.languages = tuple(languages)  # type: ignore[attr-defined]
+        return test
+
+    return mark
+
+
 @pytest.mark.anyio  # on the class, so that subclasses in other modules inherit it
 class EnvironmentBehaviour(abc.ABC):
     """The shared suite. ``languages`` lists what the environment must run."""
@@ -62,14 +76,16 @@ class EnvironmentBehaviour(abc.ABC):
         """The ``environment`` results report (where the code really ran)."""
         return env.name
 
-    def need(self, env: RunEnvironment, language: str) -> None:
-        if language not in self.languages:
-            pytest.skip(f"the {env.name} environment does not offer {language} by design")
+    def pytest_generate_tests(self, metafunc: pytest.Metafunc) -> None:
+        """A test made for many languages runs for each of them this environment offers
+        (none offered: it runs for none, rather than being skipped)."""
+        names = getattr(metafunc.function, "languages", None)
+        if names is not None:
+            metafunc.parametrize("language", [n for n in names if n in self.languages])
 
     # -- every language -------------------------------------------------------------------
-    @pytest.mark.parametrize("language", PROGRAMS)
+    @_over(PROGRAMS)
     async def test_hello_world(self, env: RunEnvironment, language: str) -> None:
-        self.need(env, language)
         result = await env.execute(HELLO[language], language=language)
         assert result.success, result
         assert result.stdout == f"hello from {language}\n"
@@ -83,9 +99,8 @@ class EnvironmentBehaviour(abc.ABC):
         else:
             assert result.compile is None
 
-    @pytest.mark.parametrize("language", sorted(ECHO))
+    @_over(sorted(ECHO))
     async def test_stdin_and_args(self, env: RunEnvironment, language: str) -> None:
-        self.need(env, language)
         result = await env.execute(
             ECHO[language], language=language, stdin="line one\nline two\n", args=["first"]
         )
@@ -98,37 +113,40 @@ class EnvironmentBehaviour(abc.ABC):
         code = "cat /dev/stdin > /dev/stdout\necho err > /dev/stderr"
         result = await env.execute(code, language="bash", stdin="through the names\n")
         assert (result.stdout, result.stderr) == ("through the names\n", "err\n"), result
-        self.need(env, "javascript")
+
+    @_over(["javascript"])
+    async def test_node_reads_dev_stdin_by_name(self, env: RunEnvironment, language: str) -> None:
         code = "console.log(require('fs').readFileSync('/dev/stdin', 'utf8').trim())"
         result = await env.execute(code, language="javascript", stdin="from node\n")
         assert result.stdout == "from node\n", result
 
+    @_over(["sql"])
     async def test_sql_reads_stdin_by_import_and_takes_arguments_as_more_sql(
-        self, env: RunEnvironment
+        self, env: RunEnvironment, language: str
     ) -> None:
-        self.need(env, "sql")
         code, args, expected = SQL_STDIN_AND_ARGS
         result = await env.execute(code, language="sql", stdin="line one\nline two\n", args=args)
         assert (result.success, result.stdout) == (True, expected), result
 
-    async def test_sql_stops_at_its_first_error(self, env: RunEnvironment) -> None:
-        self.need(env, "sql")
+    @_over(["sql"])
+    async def test_sql_stops_at_its_first_error(self, env: RunEnvironment, language: str) -> None:
         result = await env.execute("SELECT 1;\nSELECT nope;\nSELECT 2;", language="sql")
         assert (result.success, result.exit_code, result.stdout) == (False, 1, "1\n"), result
         assert "no such column: nope" in result.stderr
 
-    async def test_junit_without_a_test_is_a_failure(self, env: RunEnvironment) -> None:
-        self.need(env, "junit")
+    @_over(["junit"])
+    async def test_junit_without_a_test_is_a_failure(
+        self, env: RunEnvironment, language: str
+    ) -> None:
         code = "public class Nothing { static int add(int a, int b) { return a + b; } }"
         result = await env.execute(code, language="junit", timeout=60)
         assert not result.success, result  # not a vacuous pass
         assert "0 tests found" in result.stdout, result
 
-    @pytest.mark.parametrize("language", sorted(RUNNERS))
+    @_over(sorted(RUNNERS))
     async def test_a_test_runner_passes_only_when_every_test_passes(
         self, env: RunEnvironment, language: str
     ) -> None:
-        self.need(env, language)
         code, failing, only_passing = RUNNERS[language]
         result = await env.execute(code, language=language, timeout=60)
         assert not result.success, result
@@ -139,20 +157,21 @@ class EnvironmentBehaviour(abc.ABC):
             assert result.success, result
             assert failing not in result.stdout + result.stderr, result
 
-    @pytest.mark.parametrize("language", sorted(FAILED_ASSERTION))
+    @_over(sorted(FAILED_ASSERTION))
     async def test_a_failed_assertion_fails_the_run(
         self, env: RunEnvironment, language: str
     ) -> None:
         """Assertions are on in every language (Java's -ea, PHP's zend.assertions): a wrong
         answer checked with ``assert`` is never judged a success."""
-        self.need(env, language)
         result = await env.execute(FAILED_ASSERTION[language], language=language)
         assert not result.success, result
         assert result.exit_code != 0 or result.signal is not None
         assert "not checked" not in result.stdout
 
-    async def test_a_java_file_is_named_after_its_public_class(self, env: RunEnvironment) -> None:
-        self.need(env, "java")
+    @_over(["java"])
+    async def test_a_java_file_is_named_after_its_public_class(
+        self, env: RunEnvironment, language: str
+    ) -> None:
         code = ("public class Greeter { public static void main(String[] a) {"
                 ' System.out.println("greeted"); } }')  # fmt: skip
         result = await env.execute(code, language="java")
@@ -257,8 +276,8 @@ class EnvironmentBehaviour(abc.ABC):
         assert (result.exit_code, result.signal, result.success) == (None, "SIGSEGV", False)
         assert result.error == "killed by SIGSEGV"
 
-    async def test_compile_error_is_a_result(self, env: RunEnvironment) -> None:
-        self.need(env, "c")
+    @_over(["c"])
+    async def test_compile_error_is_a_result(self, env: RunEnvironment, language: str) -> None:
         result = await env.execute("int main(void) { return undefined_name; }", language="c")
         assert not result.success
         assert result.compile is not None

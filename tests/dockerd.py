@@ -1,0 +1,102 @@
+"""A Docker daemon and an image for the tests: the machine's daemon when one answers, else a
+dockerd of the test session's own (``--iptables=false --bridge=none``), stopped by its PID;
+the image built once per machine (a cached root file system, imported into each daemon)."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import docker
+
+from run_environments.images import DEFAULT_LANGUAGES, build_image, image_tag, packages_for
+
+CACHE = Path(os.environ.get("RUNENV_TEST_CACHE", "/var/cache/run-environments"))
+"""Where the built image is kept between test sessions (as an exported tar)."""
+
+
+def _answers(host: str) -> bool:
+    try:
+        client = docker.DockerClient(base_url=host, timeout=5)
+        try:
+            return bool(client.ping())
+        finally:
+            client.close()
+    except docker.errors.DockerException:
+        return False
+
+
+@contextlib.contextmanager
+def daemon() -> Iterator[str]:
+    """The address of a running Docker daemon, started here when none answers."""
+    for host in (os.environ.get("DOCKER_HOST"), "unix:///var/run/docker.sock"):
+        if host and _answers(host):
+            yield host
+            return
+    dockerd = shutil.which("dockerd")
+    if dockerd is None or os.geteuid() != 0:
+        raise RuntimeError("no Docker daemon answers, and this session cannot start one")
+    run = Path(tempfile.mkdtemp(prefix="runenv-dockerd-", dir="/run"))
+    data = Path(tempfile.mkdtemp(prefix="runenv-dockerd-", dir="/var/lib"))
+    host = f"unix://{run}/docker.sock"
+    log = (run / "log").open("wb")
+    process = subprocess.Popen(
+        [dockerd, "--iptables=false", "--bridge=none", "--host", host,
+         "--data-root", str(data), "--exec-root", str(run / "exec"),
+         "--pidfile", str(run / "docker.pid")],
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while not _answers(host):
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"dockerd did not start: {(run / 'log').read_text()[-500:]}")
+            time.sleep(0.1)
+        yield host
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        log.close()
+        subprocess.run(["umount", "-R", str(run / "exec")], capture_output=True, check=False)
+        shutil.rmtree(run, ignore_errors=True)
+        shutil.rmtree(data, ignore_errors=True)
+
+
+def built_image(host: str) -> str:
+    """The tests' image in the daemon at ``host``: imported from the machine's cache, which
+    the first session builds (under a lock, so that concurrent sessions build it once)."""
+    client = docker.DockerClient(base_url=host, timeout=600)
+    tag = image_tag("runenv-test", packages_for(DEFAULT_LANGUAGES))
+    try:
+        client.images.get(tag)
+        return tag
+    except docker.errors.ImageNotFound:
+        pass
+    CACHE.mkdir(parents=True, exist_ok=True)
+    saved = CACHE / f"{tag.replace(':', '-')}.tar"
+    with (CACHE / "build.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if saved.exists():
+            with saved.open("rb") as archive:
+                client.images.load(archive.read())
+        else:
+            build_image(client, DEFAULT_LANGUAGES, name="runenv-test")
+            partial = saved.with_suffix(".partial")
+            with partial.open("wb") as archive:
+                for chunk in client.images.get(tag).save(named=True):
+                    archive.write(chunk)
+            partial.rename(saved)
+    client.close()
+    return tag
