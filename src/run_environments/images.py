@@ -44,7 +44,7 @@ PACKAGES: dict[str, tuple[str, ...]] = {
 }
 """Debian packages of the languages an image can hold."""
 
-DEFAULT_LANGUAGES = ("python", "javascript", "bash", "perl", "c", "cpp", "pytest")
+DEFAULT_LANGUAGES = ("python", "javascript", "bash", "perl", "c", "cpp", "pytest", "sql")
 
 
 def packages_for(languages: Sequence[str]) -> list[str]:

@@ -23,7 +23,7 @@ def images() -> None:
     "languages",
     multiple=True,
     help="A language the image holds (repeat it); default: python, javascript, bash, perl,"
-    " c, cpp, pytest.",
+    " c, cpp, pytest, sql.",
 )
 @click.option(
     "--docker-host", help="The Docker daemon (default: $DOCKER_HOST, else the local socket)."
