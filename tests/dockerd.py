@@ -17,7 +17,7 @@ from pathlib import Path
 
 import docker
 
-from run_environments.images import DEFAULT_LANGUAGES, build_image, image_tag, packages_for
+from run_environments.images import TEST_LANGUAGES, build_image, image_tag, packages_for
 
 CACHE = Path(os.environ.get("RUNENV_TEST_CACHE", "/var/cache/run-environments"))
 """Where the built image is kept between test sessions (as an exported tar)."""
@@ -78,7 +78,7 @@ def built_image(host: str) -> str:
     """The tests' image in the daemon at ``host``: imported from the machine's cache, which
     the first session builds (under a lock, so that concurrent sessions build it once)."""
     client = docker.DockerClient(base_url=host, timeout=600)
-    tag = image_tag("runenv-test", packages_for(DEFAULT_LANGUAGES))
+    tag = image_tag("runenv-test", packages_for(TEST_LANGUAGES))
     try:
         client.images.get(tag)
         return tag
@@ -92,11 +92,14 @@ def built_image(host: str) -> str:
             with saved.open("rb") as archive:
                 client.images.load(archive.read())
         else:
-            build_image(client, DEFAULT_LANGUAGES, name="runenv-test")
+            build_image(client, TEST_LANGUAGES, name="runenv-test")
             partial = saved.with_suffix(".partial")
             with partial.open("wb") as archive:
                 for chunk in client.images.get(tag).save(named=True):
                     archive.write(chunk)
             partial.rename(saved)
+            for stale in CACHE.glob("runenv-test-*.tar"):  # images of other contents
+                if stale != saved:
+                    stale.unlink()
     client.close()
     return tag

@@ -39,12 +39,16 @@ PACKAGES: dict[str, tuple[str, ...]] = {
     "go": ("golang-go",),
     "rust": ("rustc",),
     "java": ("default-jdk-headless",),
+    "junit": ("default-jdk-headless", "junit5"),
     "sql": ("sqlite3",),
     "awk": ("gawk",),
 }
 """Debian packages of the languages an image can hold."""
 
 DEFAULT_LANGUAGES = ("python", "javascript", "bash", "perl", "c", "cpp", "pytest", "sql")
+
+TEST_LANGUAGES = (*DEFAULT_LANGUAGES, "java", "junit")
+"""What the tests' image holds: every test of the shared suite that names a language runs."""
 
 
 def packages_for(languages: Sequence[str]) -> list[str]:

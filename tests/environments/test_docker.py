@@ -15,7 +15,7 @@ from run_environments import (
     RunEnvironment,
 )
 from run_environments.environments.docker import LABEL, OWNER, DockerRunEnvironment
-from run_environments.images import DEFAULT_LANGUAGES
+from run_environments.images import TEST_LANGUAGES
 from run_environments.testing import EnvironmentBehaviour
 from tests.dockerd import built_image, daemon
 
@@ -49,7 +49,7 @@ LISTING = (
 
 
 class DockerBehaviour(EnvironmentBehaviour):
-    languages = DEFAULT_LANGUAGES
+    languages = TEST_LANGUAGES
     per_run = False
 
     @pytest.fixture
