@@ -9,6 +9,7 @@ import fcntl
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import tempfile
 import time
@@ -24,6 +25,12 @@ CACHE = Path(os.environ.get("RUNENV_TEST_CACHE", "/var/cache/run-environments"))
 
 
 def _answers(host: str) -> bool:
+    if host.startswith("unix://"):  # the SDK leaves its socket open when it cannot connect
+        with socket.socket(socket.AF_UNIX) as probe:
+            try:
+                probe.connect(host.removeprefix("unix://"))
+            except OSError:
+                return False
     try:
         client = docker.DockerClient(base_url=host, timeout=5)
         try:
