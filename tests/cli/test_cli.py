@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -133,7 +134,8 @@ def test_languages_table() -> None:
     rows = {cells[0]: cells for cells in
             ([c.strip() for c in line.split("│")[1:-1]] for line in lines[1:])}  # fmt: skip
     assert rows["python"][2:] == ["yes", "yes"] and rows["ruby"][2:] == ["yes", "yes"]
-    assert "not ready here: e2b, remote" in done.stdout
+    # docker is ready where a daemon answers at the default socket (not on these machines)
+    assert re.search(r"not ready here: (docker, )?e2b, remote", done.stdout), done.stdout
 
 
 def test_doctor_reports_ready_environments(tmp_path: Path) -> None:
