@@ -16,6 +16,7 @@ OTHERS = {
     ("run_environments", "AttributeError"): "the module attribute protocol (__getattr__)",
     ("run_environments", "ImportError"): "an import of a name whose extra is missing",
     ("run_environments.cli.common", "Failure"): "a ClickException: click exits with it",
+    ("run_environments.cli.images", "Failure"): "a ClickException: click exits with it",
     ("run_environments.cli.run", "Failure"): "a ClickException: click exits with it",
     ("run_environments.cli.serve", "Failure"): "a ClickException: click exits with it",
     ("run_environments.cli.sources", "Failure"): "a ClickException: click exits with it",
