@@ -270,9 +270,7 @@ class DockerRunEnvironment(CommandRunEnvironment["ContainerWorkspace"]):
     async def _workspace(self) -> ContainerWorkspace:
         container = await (self._start_container() if self.per_run else self._container())
         uid = next(self._uids)
-        workspace = ContainerWorkspace(self, container, uid, own=self.per_run)
-        await workspace.create()
-        return workspace
+        return ContainerWorkspace(self, container, uid, own=self.per_run)
 
     async def _run(self, command: Command, workspace: ContainerWorkspace) -> Outcome:
         container = workspace.container.id
@@ -322,6 +320,7 @@ class ContainerWorkspace(Workspace):
         self.container = container
         self.uid = uid
         self.own = own  # the container is this run's alone: removed with the workspace
+        self._made = False
         self._removed = False
 
     @property
@@ -340,17 +339,18 @@ class ContainerWorkspace(Workspace):
             raise EnvironmentUnavailableError(f"the container's workspace: {message}")
         return out
 
-    async def create(self) -> None:
-        await self._exec('mkdir -m 700 -- "$1"', self.path)
-
     async def write(self, files: Mapping[str, bytes]) -> None:
+        """Write ``files``; the first write makes the directory too, in the same exec (the
+        pipeline writes before anything else)."""
         buffer = io.BytesIO()
         with tarfile.open(fileobj=buffer, mode="w") as tar:
             for path, content in files.items():
                 info = tarfile.TarInfo(path)
                 info.size, info.mode, info.mtime = len(content), 0o644, int(time.time())
                 tar.addfile(info, io.BytesIO(content))
-        await self._exec('tar -x -f - -C "$1"', self.path, data=buffer.getvalue())
+        make = "" if self._made else 'mkdir -m 700 -- "$1" && '
+        await self._exec(make + 'tar -x -f - -C "$1"', self.path, data=buffer.getvalue())
+        self._made = True
 
     async def make_dir(self, relative: str) -> None:
         await self._exec('cd -- "$1" && mkdir -p -- "$2"', self.path, relative)
