@@ -115,6 +115,7 @@ class DockerRunEnvironment(CommandRunEnvironment["ContainerWorkspace"]):
         self._client: docker.DockerClient | None = None
         self._shared: Any = None  # the long-lived container
         self._lock = anyio.Lock()
+        self._connecting = anyio.Lock()
         self._uids = itertools.count(FIRST_UID)
         self._found: dict[str, str | None] | None = None
         self._containers: set[str] = set()
@@ -147,20 +148,21 @@ class DockerRunEnvironment(CommandRunEnvironment["ContainerWorkspace"]):
 
         :raises EnvironmentUnavailableError: when the daemon cannot be reached.
         """
-        if self._client is None:
-            base = self.docker_host or "unix:///var/run/docker.sock"
-            await self._call(_reach, base)
-            client = await self._call(docker.DockerClient, base_url=base, timeout=60)
-            try:
-                await self._call(client.ping)
-            except BaseException:
-                client.close()
-                raise
-            self._client = client
-        if not self._swept:
-            self._swept = True
-            await self._call(_sweep, self._client)
-        return self._client
+        async with self._connecting:  # one client: a second one, dropped, closes its pool
+            if self._client is None:
+                base = self.docker_host or "unix:///var/run/docker.sock"
+                await self._call(_reach, base)
+                client = await self._call(docker.DockerClient, base_url=base, timeout=60)
+                try:
+                    await self._call(client.ping)
+                except BaseException:
+                    client.close()
+                    raise
+                self._client = client
+            if not self._swept:
+                self._swept = True
+                await self._call(_sweep, self._client)
+            return self._client
 
     def _spec(self) -> dict[str, Any]:
         limits = self.limits
