@@ -118,7 +118,6 @@ class DockerRunEnvironment(CommandRunEnvironment["ContainerWorkspace"]):
         self._connecting = anyio.Lock()
         self._uids = itertools.count(FIRST_UID)
         self._found: dict[str, str | None] | None = None
-        self._containers: set[str] = set()
         self._swept = False
 
     # -- the daemon -----------------------------------------------------------------------
@@ -196,7 +195,6 @@ class DockerRunEnvironment(CommandRunEnvironment["ContainerWorkspace"]):
         spec.pop("detach")
         # create, then start: ``run`` would try to pull an image that is not here
         container = await self._call(client.containers.create, **spec)
-        self._containers.add(container.id)
         try:
             await self._call(container.start)
         except BaseException:
@@ -220,7 +218,6 @@ class DockerRunEnvironment(CommandRunEnvironment["ContainerWorkspace"]):
     async def _drop(self, container: Any) -> None:
         with anyio.CancelScope(shield=True), contextlib.suppress(RunEnvironmentError):
             await self._call(container.remove, force=True)
-        self._containers.discard(container.id)
 
     @property
     def shared_container_id(self) -> str | None:
@@ -304,7 +301,6 @@ class DockerRunEnvironment(CommandRunEnvironment["ContainerWorkspace"]):
                     )
                     for container in found:
                         await self._drop(container)
-                self._containers.clear()
                 self._client = None
                 self._swept = False
                 await self._call(client.close)
