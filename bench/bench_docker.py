@@ -5,8 +5,15 @@ the sandbox: ``python pass`` in each, alternating so that machine noise hits the
 - docker run (CLI): ``docker run --rm --network none <image> python3 -c pass``;
 - docker long-lived: ``DockerRunEnvironment`` (an exec per run, a workspace and a user of
   its own, its processes killed after it);
-- docker per run: ``DockerRunEnvironment(per_run=True)`` (a container per run);
+- docker per run: ``DockerRunEnvironment(per_run=True)`` (a container per run, taken from
+  the pool of started containers it keeps);
+- docker per run, no pool: the same with ``pool=0`` (each container started on the run's
+  critical path);
 - sandbox: ``SandboxRunEnvironment``.
+
+Between two measurements each environment finishes the work it does behind a run (removing
+the run's files or container, refilling its pool: ``settle()``), outside every measurement,
+as it does in the pauses of real use.
 
 It starts a dockerd of its own when none answers (as the tests do) and uses the tests'
 image. Writes the "docker" section of bench/RESULTS.md.
@@ -35,7 +42,8 @@ from run_environments.environments.docker import DockerRunEnvironment
 
 async def measure(host: str, image: str, runs: int) -> dict[str, float]:
     samples: dict[str, list[float]] = {
-        "exec CLI": [], "run CLI": [], "long-lived": [], "per run": [], "sandbox": []
+        "exec CLI": [], "run CLI": [], "long-lived": [], "per run": [], "per run, no pool": [],
+        "sandbox": [],
     }  # fmt: skip
     env = {"DOCKER_HOST": host, "PATH": "/usr/bin:/bin:/usr/sbin:/sbin"}
     running = subprocess.run(
@@ -46,9 +54,12 @@ async def measure(host: str, image: str, runs: int) -> dict[str, float]:
         async with (
             DockerRunEnvironment(image, docker_host=host) as long_lived,
             DockerRunEnvironment(image, docker_host=host, per_run=True) as per_run,
+            DockerRunEnvironment(image, docker_host=host, per_run=True, pool=0) as unpooled,
             SandboxRunEnvironment() as sandbox,
         ):
-            envs = {"long-lived": long_lived, "per run": per_run, "sandbox": sandbox}
+            dockers = (long_lived, per_run, unpooled)
+            envs = {"long-lived": long_lived, "per run": per_run, "per run, no pool": unpooled,
+                    "sandbox": sandbox}  # fmt: skip
             for each in envs.values():
                 assert (await each.execute("pass")).success
             commands = {
@@ -58,10 +69,14 @@ async def measure(host: str, image: str, runs: int) -> dict[str, float]:
             }  # fmt: skip
             for _ in range(runs):
                 for name, argv in commands.items():
+                    for docker_env in dockers:
+                        await docker_env.settle()
                     start = time.perf_counter()
                     subprocess.run(argv, capture_output=True, check=True, env=env)
                     samples[name].append(time.perf_counter() - start)
                 for name, each in envs.items():
+                    for docker_env in dockers:
+                        await docker_env.settle()
                     start = time.perf_counter()
                     result = await each.execute("pass")
                     samples[name].append(time.perf_counter() - start)
@@ -84,7 +99,8 @@ def main() -> None:
     body = (
         f"`python bench/bench_docker.py --runs {args.runs}`: median wall time of one run of\n"
         "`python3 -c pass` (the environments write the program to a workspace first and\n"
-        "remove it after), alternating.\n\n"
+        "remove it after), alternating; each environment's work behind a run (removing it,\n"
+        "refilling the pool) is finished between measurements, outside them.\n\n"
         "| how | ms | / docker exec (CLI) |\n|---|---|---|\n" + rows
     )
     write_section("docker", body)

@@ -3,6 +3,8 @@ runs) and an image built here from Debian's packages, in both lifecycles."""
 
 from __future__ import annotations
 
+import hashlib
+import re
 from collections.abc import AsyncIterator, Iterator
 
 import docker
@@ -17,7 +19,7 @@ from run_environments import (
 from run_environments.environments.docker import LABEL, OWNER, DockerRunEnvironment
 from run_environments.images import TEST_LANGUAGES
 from run_environments.testing import EnvironmentBehaviour
-from tests.dockerd import built_image, daemon
+from tests.dockerd import SocketProxy, built_image, daemon
 
 pytestmark = pytest.mark.anyio
 
@@ -71,11 +73,13 @@ class DockerBehaviour(EnvironmentBehaviour):
 
     async def leftovers(self, env: RunEnvironment) -> list[str]:
         assert isinstance(env, DockerRunEnvironment)
+        await env.settle()  # what finished runs left is removed behind them
+        serving = {env.shared_container_id, *env.waiting_container_ids}
         left = []
         for container in self.client.containers.list(
             all=True, filters={"label": f"{LABEL}={env.instance}"}
         ):
-            if env.shared_container_id == container.id and container.status == "running":
+            if container.id in serving and container.status == "running":
                 output = container.exec_run(["sh", "-c", LISTING], user="0").output
                 left += [line for line in output.decode().splitlines() if line]
             else:
@@ -161,7 +165,11 @@ async def test_a_daemon_a_run_leaves_is_killed_with_its_run(long_lived, docker_c
     assert result.success and result.stdout == "left a daemon\n", result
     container = docker_client.containers.get(long_lived.shared_container_id)
     output = container.exec_run(["sh", "-c", LISTING], user="0").output.decode()
-    assert output == "", output  # no process of the run, no workspace
+    processes = [line for line in output.splitlines() if line.startswith("process")]
+    assert processes == [], output  # killed before the result came back
+    await long_lived.settle()
+    output = container.exec_run(["sh", "-c", LISTING], user="0").output.decode()
+    assert output == "", output  # and its workspace removed behind it
 
 
 async def test_memory_past_the_limit_is_oom_killed(long_lived) -> None:
@@ -220,3 +228,133 @@ async def test_a_missing_image_says_how_to_build_it(docker_host: str) -> None:
 async def test_a_language_the_image_lacks_says_what_to_install(long_lived) -> None:
     with pytest.raises(LanguageUnavailableError, match="ruby"):
         await long_lived.execute("puts 1", language="ruby")
+
+
+async def test_per_run_containers_come_from_a_pool_of_started_ones(
+    docker_host: str, image: str, docker_client: docker.DockerClient
+) -> None:
+    env = DockerRunEnvironment(image, per_run=True, pool=2, docker_host=docker_host)
+    hostname = "import socket\nprint(socket.gethostname())"
+    try:
+        first = (await env.execute(hostname)).stdout.strip()
+        await env.settle()
+        waiting = env.waiting_container_ids
+        assert len(waiting) == 2 and not any(w.startswith(first) for w in waiting)
+        second = (await env.execute(hostname)).stdout.strip()
+        assert [w for w in waiting if w.startswith(second)], (second, waiting)
+        await env.settle()
+        assert len(env.waiting_container_ids) == 2  # refilled
+        for used in (first, second):  # removed whole after their run
+            assert docker_client.containers.list(all=True, filters={"id": used}) == []
+    finally:
+        await env.cleanup()
+    assert (
+        docker_client.containers.list(all=True, filters={"label": f"{LABEL}={env.instance}"}) == []
+    )
+
+
+async def test_a_run_s_own_limits_hold_in_the_long_lived_container(long_lived) -> None:
+    cpu = await long_lived.execute("while True: pass", limits=Limits(cpu_time=1), timeout=20)
+    assert cpu.signal == "SIGXCPU" and not cpu.timed_out, cpu
+    assert cpu.error == "exceeded its CPU time limit (SIGXCPU)"
+    files = await long_lived.execute(
+        "import os\nfs = []\ntry:\n    while True: fs.append(os.open('/dev/null', 0))\n"
+        "except OSError as exc:\n    print(exc.errno, len(fs) < 16)",
+        limits=Limits(open_files=16),
+    )
+    assert files.stdout == "24 True\n", files
+    forks = await long_lived.execute(
+        "import os, time\nn = 0\ntry:\n    for _ in range(50):\n"
+        "        if os.fork() == 0:\n            time.sleep(5)\n            os._exit(0)\n"
+        "        n += 1\nexcept OSError:\n    print('refused after', n)\n",
+        limits=Limits(processes=8),
+        timeout=20,
+    )
+    assert forks.stdout.startswith("refused after") and int(forks.stdout.split()[-1]) < 8, forks
+    big = await long_lived.execute(
+        "open('big', 'wb').write(b'x' * (4 << 20))", limits=Limits(disk=1 << 20)
+    )
+    # a container of its own with a 1 MiB /workspace: full (or, where the file size rlimit
+    # comes first, too large: Python ignores SIGXFSZ)
+    assert re.search(r"OSError: \[Errno 2[78]\]", big.stderr), big
+
+
+async def test_a_run_s_own_memory_limit_gets_a_container_of_its_own(
+    long_lived, docker_client
+) -> None:
+    allocate = "x = bytearray(80 << 20)\nprint('allocated')"
+    small = await long_lived.execute(allocate, limits=Limits(memory=48 << 20))
+    assert small.oom_killed and "allocated" not in small.stdout, small
+    fits = await long_lived.execute(allocate)  # the environment's 128 MiB
+    assert fits.stdout == "allocated\n", fits
+    await long_lived.settle()
+    labelled = docker_client.containers.list(
+        all=True, filters={"label": f"{LABEL}={long_lived.instance}"}
+    )
+    assert [c.id for c in labelled] == [long_lived.shared_container_id]
+
+
+async def test_files_past_what_an_exec_carries_go_in_and_out_whole(long_lived) -> None:
+    blob = bytes(range(256)) * 1200 + b"\0\r\n\xff"  # ~300 KiB, past the inline bound
+    small = b"\0 small \xff"
+    result = await long_lived.execute(
+        "import hashlib\nfor n in ('blob', 'sub/small'):\n"
+        "    print(n, hashlib.sha256(open(n, 'rb').read()).hexdigest())\n"
+        "open('out.bin', 'wb').write(open('blob', 'rb').read()[::-1])",
+        files={"blob": blob, "sub/small": small},
+        fetch_files=["out.bin", "absent"],
+    )
+    assert result.success, result
+    assert result.stdout.splitlines() == [
+        f"blob {hashlib.sha256(blob).hexdigest()}",
+        f"sub/small {hashlib.sha256(small).hexdigest()}",
+    ]
+    assert result.files == {"out.bin": blob[::-1]} and result.missing_files == ("absent",)
+
+
+@pytest.mark.parametrize("size", [20 << 10, 100 << 10])  # carried by the run's exec; not
+async def test_files_that_do_not_fit_are_a_precise_error(long_lived, size: int) -> None:
+    with pytest.raises(EnvironmentUnavailableError, match=r"files could not be written.*space"):
+        await long_lived.execute("print(1)", files={"a": b"x" * size},
+                                 limits=Limits(disk=16 << 10))  # fmt: skip
+    assert (await long_lived.execute("print(1)")).stdout == "1\n"
+
+
+async def test_a_container_that_died_is_a_precise_error_then_replaced(
+    long_lived, docker_client
+) -> None:
+    assert (await long_lived.execute("print(1)")).success
+    first = long_lived.shared_container_id
+    docker_client.containers.get(first).kill()
+    with pytest.raises(EnvironmentUnavailableError, match="not running any more"):
+        await long_lived.execute("print(2)")
+    assert (await long_lived.execute("print(3)")).stdout == "3\n"
+    assert long_lived.shared_container_id not in (None, first)
+
+
+async def test_the_daemon_gone_mid_run_is_a_precise_error(
+    docker_host: str, image: str, docker_client: docker.DockerClient, tmp_path
+) -> None:
+    if not docker_host.startswith("unix://"):
+        pytest.skip("the daemon is not on a Unix socket here")
+    proxy = SocketProxy(docker_host, tmp_path / "docker.sock")
+    env = DockerRunEnvironment(image, docker_host=proxy.address)
+    with proxy:
+        try:
+            assert (await env.execute("print(1)")).stdout == "1\n"
+            await env.settle()  # its removal done: the daemon goes under the next run alone
+
+            async def daemon_goes(_: str) -> None:
+                proxy.stop()
+
+            with pytest.raises(EnvironmentUnavailableError, match="not running at unix://"):
+                await env.execute(
+                    "import time\nprint('up', flush=True)\ntime.sleep(60)",
+                    on_stdout=daemon_goes, timeout=30,
+                )  # fmt: skip
+        finally:
+            proxy.start()  # back: cleanup removes what the run left in it
+            await env.cleanup()
+    assert (
+        docker_client.containers.list(all=True, filters={"label": f"{LABEL}={env.instance}"}) == []
+    )

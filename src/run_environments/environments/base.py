@@ -14,7 +14,7 @@ import anyio
 from .._errors import InvalidOptionsError, LanguageUnavailableError
 from .._languages import LANGUAGES, Language, Toolchain, get_language, resolve
 from .._live import LiveInput
-from .._models import CompileResult, ExecutionOptions, ExecutionResult, encode_text
+from .._models import CompileResult, ExecutionOptions, ExecutionResult, Limits, encode_text
 from .._process import Outcome
 from .._workspace import check_tree
 from .command import Command, build_command
@@ -189,8 +189,10 @@ class CommandRunEnvironment(RunEnvironment, Generic[W]):
         environment's preferred Python, if it has one."""
 
     @abc.abstractmethod
-    async def _workspace(self) -> W:
-        """A fresh private workspace for one execution (the pipeline removes it)."""
+    async def _workspace(self, limits: Limits) -> W:
+        """A fresh private workspace for one execution (the pipeline removes it); ``limits``
+        are the execution's own (None fields: the environment's defaults), for an environment
+        that chooses where a run goes by them."""
 
     @abc.abstractmethod
     async def _run(self, command: Command, workspace: W) -> Outcome:
@@ -247,7 +249,7 @@ class CommandRunEnvironment(RunEnvironment, Generic[W]):
         if not isinstance(chain, Toolchain):
             raise LanguageUnavailableError(language.name, self.name, chain)
         filename = language.file_for(code, options.filename)
-        workspace = await self._workspace()
+        workspace = await self._workspace(options.limits)
         self._workspaces.add(workspace)
         try:
             files = {self._placed(p, workspace): _as_bytes(c) for p, c in options.files.items()}

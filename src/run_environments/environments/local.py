@@ -9,6 +9,7 @@ import sys
 import uuid
 
 from .._errors import InvalidOptionsError
+from .._models import Limits
 from .._offload import off_loop
 from .._process import Outcome, ProcessGroups, kill_marked, run_process
 from .base import CommandRunEnvironment
@@ -62,7 +63,7 @@ class LocalRunEnvironment(CommandRunEnvironment[HostWorkspace]):
             return self._python if usable else None
         return shutil.which(program, path=self._path)
 
-    async def _workspace(self) -> HostWorkspace:
+    async def _workspace(self, limits: Limits | None = None) -> HostWorkspace:
         return HostWorkspace.create(self._tmp_dir)
 
     def _environment(self, workspace: HostWorkspace, command: Command) -> dict[bytes, bytes]:
