@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import docker
 import pytest
@@ -19,27 +19,9 @@ from run_environments import (
 from run_environments.environments.docker import LABEL, OWNER, DockerRunEnvironment
 from run_environments.images import TEST_LANGUAGES
 from run_environments.testing import EnvironmentBehaviour
-from tests.dockerd import SocketProxy, built_image, daemon
+from tests.dockerd import SocketProxy
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture(scope="session")
-def docker_host() -> Iterator[str]:
-    with daemon() as host:
-        yield host
-
-
-@pytest.fixture(scope="session")
-def image(docker_host: str) -> str:
-    return built_image(docker_host)
-
-
-@pytest.fixture(scope="session")
-def docker_client(docker_host: str) -> Iterator[docker.DockerClient]:
-    client = docker.DockerClient(base_url=docker_host, timeout=60)
-    yield client
-    client.close()
 
 
 LISTING = (

@@ -53,10 +53,11 @@ import requests.exceptions
 from docker.utils.socket import frames_iter
 
 from .._errors import EnvironmentUnavailableError, InvalidOptionsError, RunEnvironmentError
-from .._languages import LANGUAGES
+from .._languages import LANGUAGES, Language, Toolchain
 from .._models import Limits
 from .._process import Outcome
 from .._remote import RemoteCalls, Sink, supervise_remote
+from ..images import PACKAGES
 from .base import CommandRunEnvironment, EnvironmentStatus
 from .command import Command
 from .workspace import Workspace
@@ -347,6 +348,18 @@ class DockerRunEnvironment(CommandRunEnvironment["ContainerWorkspace"]):
         return dataclasses.replace(status, notes=(*status.notes, f"image {self.image}: {how}"))
 
     # -- the pipeline's parts -------------------------------------------------------------
+    async def _toolchain(self, language: Language) -> Toolchain | str:
+        chain = await super()._toolchain(language)
+        if isinstance(chain, Toolchain):
+            return chain
+        lacking = chain.split(";")[0]
+        how = (
+            f"build an image with it: runenv images build --language {language.name}"
+            if language.name in PACKAGES
+            else "use an image that has it"
+        )
+        return f"the image {self.image} lacks it ({lacking}); {how}"
+
     async def _which(self, program: str) -> str | None:
         if program == "{python}":
             return None
