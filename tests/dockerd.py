@@ -171,3 +171,56 @@ class SocketProxy:
 
     def __exit__(self, *_: object) -> None:
         self.stop()
+
+
+@contextlib.contextmanager
+def podman() -> Iterator[str]:
+    """The address of a Podman service of this session's own (its Docker-compatible API on
+    a Unix socket), stopped by its PID."""
+    program = shutil.which("podman")
+    if program is None or os.geteuid() != 0:
+        raise RuntimeError("podman is not installed (scripts/setup installs it), or not root")
+    run = Path(tempfile.mkdtemp(prefix="runenv-podman-", dir="/run"))
+    host = f"unix://{run}/podman.sock"
+    # conmon keeps an exec's session (its exit code) this long after it ends, then goes:
+    # Podman's 5 minutes would leave a process per exec behind the session
+    (run / "containers.conf").write_text("[engine]\nexit_command_delay = 10\n")
+    log = (run / "log").open("wb")
+    process = subprocess.Popen(
+        [program, "system", "service", "--time=0", host],
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        env={**os.environ, "CONTAINERS_CONF": str(run / "containers.conf")},
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while not _answers(host):
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"podman did not start: {(run / 'log').read_text()[-500:]}")
+            time.sleep(0.1)
+        yield host
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        log.close()
+        shutil.rmtree(run, ignore_errors=True)
+
+
+def load_into_podman(host: str, docker_tag: str) -> str:
+    """The tests' image in Podman's store, loaded from the cache the Docker tests filled."""
+    tag = f"localhost/{docker_tag}"
+    client = docker.DockerClient(base_url=host, timeout=600)
+    try:
+        client.images.get(tag)
+    except docker.errors.ImageNotFound:
+        saved = CACHE / f"{docker_tag.replace(':', '-')}.tar"
+        with (CACHE / "build.lock").open("w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_SH)
+            subprocess.run(["podman", "load", "-q", "-i", str(saved)], check=True,
+                           capture_output=True)  # fmt: skip
+    finally:
+        client.close()
+    return tag

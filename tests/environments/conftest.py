@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import docker
 import pytest
 
-from tests.dockerd import built_image, daemon
+from tests.dockerd import built_image, daemon, load_into_podman, podman
 
 
 @pytest.fixture(scope="session")
@@ -25,5 +25,23 @@ def image(docker_host: str) -> str:
 @pytest.fixture(scope="session")
 def docker_client(docker_host: str) -> Iterator[docker.DockerClient]:
     client = docker.DockerClient(base_url=docker_host, timeout=60)
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def podman_host() -> Iterator[str]:
+    with podman() as host:
+        yield host
+
+
+@pytest.fixture(scope="session")
+def podman_image(podman_host: str, image: str) -> str:
+    return load_into_podman(podman_host, image)
+
+
+@pytest.fixture(scope="session")
+def podman_client(podman_host: str) -> Iterator[docker.DockerClient]:
+    client = docker.DockerClient(base_url=podman_host, timeout=60)
     yield client
     client.close()

@@ -26,7 +26,8 @@ pytestmark = pytest.mark.anyio
 
 LISTING = (
     "for p in /proc/[0-9]*; do c=$(tr '\\0' ' ' < $p/cmdline 2>/dev/null);"
-    ' case "$c" in "/sbin/docker-init "*|"sleep infinity "|"sh -c for p in"*|"tr "*|"") ;;'
+    ' case "$c" in "/sbin/docker-init "*|"/run/podman-init "*|"sleep infinity "|'
+    '"sh -c for p in"*|"tr "*|"") ;;'
     ' *) echo "process $c";; esac;'
     ' done; for f in /workspace/*; do [ -e "$f" ] && echo "workspace $f"; done; true'
 )
@@ -35,13 +36,15 @@ LISTING = (
 class DockerBehaviour(EnvironmentBehaviour):
     languages = TEST_LANGUAGES
     per_run = False
+    daemon = "docker"  # or "podman": its Docker-compatible socket
 
     @pytest.fixture
-    async def env(
-        self, docker_host: str, image: str, docker_client: docker.DockerClient
-    ) -> AsyncIterator[DockerRunEnvironment]:
-        self.client = docker_client
-        env = DockerRunEnvironment(image, per_run=self.per_run, docker_host=docker_host)
+    async def env(self, request: pytest.FixtureRequest) -> AsyncIterator[DockerRunEnvironment]:
+        prefix = "" if self.daemon == "docker" else "podman_"
+        host = request.getfixturevalue(f"{self.daemon}_host")
+        image = request.getfixturevalue(f"{prefix}image")
+        self.client = request.getfixturevalue(f"{self.daemon}_client")
+        env = DockerRunEnvironment(image, per_run=self.per_run, docker_host=host)
         try:
             yield env
         finally:
@@ -74,6 +77,15 @@ class TestDockerLongLived(DockerBehaviour):
 
 
 class TestDockerPerRun(DockerBehaviour):
+    per_run = True
+
+
+class TestPodmanLongLived(DockerBehaviour):
+    daemon = "podman"
+
+
+class TestPodmanPerRun(DockerBehaviour):
+    daemon = "podman"
     per_run = True
 
 

@@ -49,6 +49,7 @@ import anyio
 import anyio.to_thread
 import docker
 import docker.errors
+import docker.types
 import requests.exceptions
 from docker.utils.socket import frames_iter
 
@@ -70,7 +71,9 @@ LABEL = "io.run-environments.instance"
 OWNER = "io.run-environments.owner"
 """The making process: ``<pid>:<start time>``, so a container of a dead one is found."""
 
-DEFAULT_LIMITS = Limits(memory=512 << 20, processes=256, disk=256 << 20)
+DEFAULT_LIMITS = Limits(memory=512 << 20, processes=256, disk=256 << 20, open_files=1024)
+"""Limits of every run unless the environment or the execution says otherwise (the
+sandbox's)."""
 WORKSPACES = "/workspace"
 FIRST_UID = 100_000
 """Runs' user ids start at a random point above this, so that two environments on one
@@ -82,6 +85,10 @@ MAX_FETCH = 64 << 20
 INLINE_MAX = 48 << 10
 """The largest tar of a run's files carried in its own exec (base64, as an argument: well
 below Linux's 128 KiB per argument); larger ones are written by an exec of their own."""
+NPROC = 4096
+"""The containers' RLIMIT_NPROC: counted per user id (each run has its own, and its own
+lower limit), and set by every daemon, since Podman's default is more than a root without
+CAP_SYS_RESOURCE may set."""
 FAILED = 125
 MARK = "runenv-docker:"
 """Starts what the supervisor says on stderr when it cannot prepare a run (exit code 125)."""
@@ -232,6 +239,15 @@ class DockerRunEnvironment(CommandRunEnvironment["ContainerWorkspace"]):
             spec["memswap_limit"] = limits.memory  # no swap beyond the memory limit
         if limits.processes:
             spec["pids_limit"] = limits.processes
+        # rlimits below the daemon's own (where it is this machine's): Podman's defaults
+        # are above what a root without CAP_SYS_RESOURCE may set, and its containers fail
+        ulimits = []
+        if limits.open_files:
+            n = limits.open_files
+            ulimits.append(docker.types.Ulimit(name="nofile", soft=n, hard=n))
+        ulimits.append(docker.types.Ulimit(name="nproc", soft=NPROC, hard=NPROC))
+        if ulimits:
+            spec["ulimits"] = ulimits
         return spec
 
     async def _start_container(self, limits: Limits) -> Any:
