@@ -9,6 +9,8 @@ the sandbox: ``python pass`` in each, alternating so that machine noise hits the
   the pool of started containers it keeps);
 - docker per run, no pool: the same with ``pool=0`` (each container started on the run's
   critical path);
+- podman long-lived / per run: the same two through Podman's Docker-compatible socket (a
+  ``podman system service`` of the benchmark's own);
 - sandbox: ``SandboxRunEnvironment``.
 
 Between two measurements each environment finishes the work it does behind a run (removing
@@ -33,17 +35,19 @@ import anyio
 
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parents[1]))
-from tests.dockerd import built_image, daemon
+from tests.dockerd import built_image, daemon, load_into_podman, podman
 
 from _results import median_ms, write_section
 from run_environments import SandboxRunEnvironment
 from run_environments.environments.docker import DockerRunEnvironment
 
 
-async def measure(host: str, image: str, runs: int) -> dict[str, float]:
+async def measure(
+    host: str, image: str, podman_host: str, podman_image: str, runs: int
+) -> dict[str, float]:
     samples: dict[str, list[float]] = {
         "exec CLI": [], "run CLI": [], "long-lived": [], "per run": [], "per run, no pool": [],
-        "sandbox": [],
+        "podman long-lived": [], "podman per run": [], "sandbox": [],
     }  # fmt: skip
     env = {"DOCKER_HOST": host, "PATH": "/usr/bin:/bin:/usr/sbin:/sbin"}
     running = subprocess.run(
@@ -55,10 +59,13 @@ async def measure(host: str, image: str, runs: int) -> dict[str, float]:
             DockerRunEnvironment(image, docker_host=host) as long_lived,
             DockerRunEnvironment(image, docker_host=host, per_run=True) as per_run,
             DockerRunEnvironment(image, docker_host=host, per_run=True, pool=0) as unpooled,
+            DockerRunEnvironment(podman_image, docker_host=podman_host) as podman_long_lived,
+            DockerRunEnvironment(podman_image, docker_host=podman_host, per_run=True) as pod_run,
             SandboxRunEnvironment() as sandbox,
         ):
-            dockers = (long_lived, per_run, unpooled)
+            dockers = (long_lived, per_run, unpooled, podman_long_lived, pod_run)
             envs = {"long-lived": long_lived, "per run": per_run, "per run, no pool": unpooled,
+                    "podman long-lived": podman_long_lived, "podman per run": pod_run,
                     "sandbox": sandbox}  # fmt: skip
             for each in envs.values():
                 assert (await each.execute("pass")).success
@@ -90,9 +97,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--runs", type=int, default=30)
     args = parser.parse_args()
-    with daemon() as host:
+    with daemon() as host, podman() as podman_host:
         image = built_image(host)
-        m = anyio.run(measure, host, image, args.runs)
+        podman_image = load_into_podman(podman_host, image)
+        m = anyio.run(measure, host, image, podman_host, podman_image, args.runs)
     cli = m["exec CLI"]
     rows = "\n".join(f"| {name} | {value:.1f} | {value / cli:.2f} |" for name, value in m.items())
     print(", ".join(f"{name} {value:.1f} ms" for name, value in m.items()))

@@ -43,6 +43,31 @@ def _answers(host: str) -> bool:
 
 
 @contextlib.contextmanager
+def _service(name: str, argv: list[str], host: str, run: Path, **env: str) -> Iterator[None]:
+    """Run a daemon until ``host`` answers, then until the block ends: stopped by its PID
+    (SIGTERM, then SIGKILL), its log in ``run``."""
+    with (run / "log").open("wb") as log:
+        process = subprocess.Popen(
+            argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            env={**os.environ, **env},
+        )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while not _answers(host):
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"{name} did not start: {(run / 'log').read_text()[-500:]}")
+            time.sleep(0.1)
+        yield
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@contextlib.contextmanager
 def daemon() -> Iterator[str]:
     """The address of a running Docker daemon, started here when none answers."""
     for host in (os.environ.get("DOCKER_HOST"), "unix:///var/run/docker.sock"):
@@ -55,28 +80,13 @@ def daemon() -> Iterator[str]:
     run = Path(tempfile.mkdtemp(prefix="runenv-dockerd-", dir="/run"))
     data = Path(tempfile.mkdtemp(prefix="runenv-dockerd-", dir="/var/lib"))
     host = f"unix://{run}/docker.sock"
-    log = (run / "log").open("wb")
-    process = subprocess.Popen(
-        [dockerd, "--iptables=false", "--bridge=none", "--host", host,
-         "--data-root", str(data), "--exec-root", str(run / "exec"),
-         "--pidfile", str(run / "docker.pid")],
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )  # fmt: skip
+    argv = [dockerd, "--iptables=false", "--bridge=none", "--host", host,
+            "--data-root", str(data), "--exec-root", str(run / "exec"),
+            "--pidfile", str(run / "docker.pid")]  # fmt: skip
     try:
-        deadline = time.monotonic() + 60
-        while not _answers(host):
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"dockerd did not start: {(run / 'log').read_text()[-500:]}")
-            time.sleep(0.1)
-        yield host
+        with _service("dockerd", argv, host, run):
+            yield host
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        log.close()
         subprocess.run(["umount", "-R", str(run / "exec")], capture_output=True, check=False)
         shutil.rmtree(run, ignore_errors=True)
         shutil.rmtree(data, ignore_errors=True)
@@ -185,27 +195,11 @@ def podman() -> Iterator[str]:
     # conmon keeps an exec's session (its exit code) this long after it ends, then goes:
     # Podman's 5 minutes would leave a process per exec behind the session
     (run / "containers.conf").write_text("[engine]\nexit_command_delay = 10\n")
-    log = (run / "log").open("wb")
-    process = subprocess.Popen(
-        [program, "system", "service", "--time=0", host],
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        env={**os.environ, "CONTAINERS_CONF": str(run / "containers.conf")},
-    )  # fmt: skip
+    argv = [program, "system", "service", "--time=0", host]
     try:
-        deadline = time.monotonic() + 60
-        while not _answers(host):
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"podman did not start: {(run / 'log').read_text()[-500:]}")
-            time.sleep(0.1)
-        yield host
+        with _service("podman", argv, host, run, CONTAINERS_CONF=str(run / "containers.conf")):
+            yield host
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        log.close()
         shutil.rmtree(run, ignore_errors=True)
 
 

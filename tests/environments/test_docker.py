@@ -4,7 +4,10 @@ runs) and an image built here from Debian's packages, in both lifecycles."""
 from __future__ import annotations
 
 import hashlib
+import pathlib
 import re
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 
 import docker
@@ -352,3 +355,26 @@ async def test_the_daemon_gone_mid_run_is_a_precise_error(
     assert (
         docker_client.containers.list(all=True, filters={"label": f"{LABEL}={env.instance}"}) == []
     )
+
+
+def test_a_socket_without_permission_says_so(
+    docker_host: str, image: str, tmp_path: pathlib.Path
+) -> None:
+    """As a user the socket does not let in: root without its capability to override file
+    permissions, against a socket of mode 000 that leads to the real daemon."""
+    with SocketProxy(docker_host, tmp_path / "docker.sock") as proxy:
+        (tmp_path / "docker.sock").chmod(0)
+        program = (
+            "import anyio\nfrom run_environments.environments.docker import DockerRunEnvironment\n"
+            f"env = DockerRunEnvironment({image!r}, docker_host={proxy.address!r})\n"
+            "status = anyio.run(env.status)\nprint(status.ready, status.reason)\n"
+        )
+        done = subprocess.run(
+            ["setpriv", "--bounding-set=-dac_override,-dac_read_search", "--",
+             sys.executable, "-c", program],
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+    assert done.stdout.startswith(
+        f"False permission denied on the Docker socket {proxy.address}: run as a member of"
+        " the docker group"
+    ), done

@@ -7,7 +7,6 @@ import json
 import os
 import signal
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,7 +16,8 @@ import pytest
 
 from run_environments.environments.docker import LABEL, OWNER
 from run_environments.images import TEST_LANGUAGES
-from tests.server.hostile import RUNENV, free_port
+from tests.helpers import is_running
+from tests.server.hostile import RUNENV, serve_process, wait_for
 
 
 def runenv(
@@ -95,40 +95,19 @@ def test_images_build_reuses_an_image_of_the_same_contents(
 
 @pytest.fixture
 def served_docker(
-    docker_env: dict[str, str], tmp_path: Path
-) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
-    port = free_port()
-    log = tmp_path / "serve.log"
-    with log.open("wb") as sink:
-        proc = subprocess.Popen(
-            [RUNENV, "serve", "--port", str(port), "-E", "docker"],
-            env={**docker_env, "RUNENV_GRACE": "5"},
-            stdout=subprocess.DEVNULL,
-            stderr=sink,
-        )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if httpx.get(f"{base}/healthz").status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        assert proc.poll() is None, log.read_text()
-        assert time.monotonic() < deadline, log.read_text()
-        time.sleep(0.05)
-    try:
-        yield proc, base
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(timeout=30)
+    docker_host: str, image: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[tuple[str, int]]:
+    monkeypatch.setenv("DOCKER_HOST", docker_host)
+    (tmp_path / "workspaces").mkdir()
+    with serve_process(tmp_path / "workspaces", environment="docker", docker_image=image,
+                       grace=5) as served:  # fmt: skip
+        yield served
 
 
 def test_serve_with_the_docker_environment(
-    served_docker: tuple[subprocess.Popen[bytes], str], docker_client: docker.DockerClient
+    served_docker: tuple[str, int], docker_client: docker.DockerClient
 ) -> None:
-    proc, base = served_docker
+    base, pid = served_docker
     native = httpx.post(f"{base}/v1/execute", json={"code": "print(6 * 7)", "language": "python"},
                         timeout=60).json()  # fmt: skip
     assert native["success"] and native["stdout"] == "42\n" and native["environment"] == "docker"
@@ -145,23 +124,21 @@ def test_serve_with_the_docker_environment(
         timeout=60,
     ).json()  # fmt: skip
     assert piston["run"]["stdout"] == "via piston\n", piston
-    assert ours(docker_client, proc.pid) != []  # the long-lived container serves
-    proc.send_signal(signal.SIGTERM)
-    assert proc.wait(timeout=60) in (0, -signal.SIGTERM)  # uvicorn re-raises the signal
-    assert ours(docker_client, proc.pid) == []  # removed at shutdown
+    assert ours(docker_client, pid) != []  # the long-lived container serves
+    os.kill(pid, signal.SIGTERM)
+    wait_for(lambda: not is_running(pid), 60, "the server's end")
+    assert ours(docker_client, pid) == []  # removed at shutdown
 
 
 def test_a_killed_server_s_containers_are_swept_by_the_next(
-    served_docker: tuple[subprocess.Popen[bytes], str],
-    docker_client: docker.DockerClient,
-    docker_env: dict[str, str],
+    served_docker: tuple[str, int], docker_client: docker.DockerClient, docker_env: dict[str, str]
 ) -> None:
-    proc, base = served_docker
+    base, pid = served_docker
     answer = httpx.post(f"{base}/v1/execute", json={"code": "print(1)"}, timeout=60).json()
     assert answer["stdout"] == "1\n"
-    proc.kill()
-    proc.wait(timeout=30)
-    assert ours(docker_client, proc.pid) != []  # left by a server that could not clean up
+    os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: not is_running(pid), 30, "the server's end")
+    assert ours(docker_client, pid) != []  # left by a server that could not clean up
     done = runenv("run", "-E", "docker", "-c", "print(2)", env=docker_env)
     assert done.stdout == "2\n", done
-    assert ours(docker_client, proc.pid) == []  # swept by the next start
+    assert ours(docker_client, pid) == []  # swept by the next start

@@ -189,10 +189,14 @@ class CommandRunEnvironment(RunEnvironment, Generic[W]):
         environment's preferred Python, if it has one."""
 
     @abc.abstractmethod
-    async def _workspace(self, limits: Limits) -> W:
-        """A fresh private workspace for one execution (the pipeline removes it); ``limits``
-        are the execution's own (None fields: the environment's defaults), for an environment
-        that chooses where a run goes by them."""
+    async def _workspace(self) -> W:
+        """A fresh private workspace for one execution (the pipeline removes it)."""
+
+    async def _workspace_for(self, limits: Limits) -> W:
+        """The workspace of an execution with ``limits`` (its own; None fields: the
+        environment's defaults), for an environment that chooses where a run goes by them;
+        :meth:`_workspace` by default."""
+        return await self._workspace()
 
     @abc.abstractmethod
     async def _run(self, command: Command, workspace: W) -> Outcome:
@@ -249,7 +253,7 @@ class CommandRunEnvironment(RunEnvironment, Generic[W]):
         if not isinstance(chain, Toolchain):
             raise LanguageUnavailableError(language.name, self.name, chain)
         filename = language.file_for(code, options.filename)
-        workspace = await self._workspace(options.limits)
+        workspace = await self._workspace_for(options.limits)
         self._workspaces.add(workspace)
         try:
             files = {self._placed(p, workspace): _as_bytes(c) for p, c in options.files.items()}

@@ -97,14 +97,21 @@ TOOLS = ("prlimit", "base64", "tar")
 
 T = TypeVar("T")
 
+_PROBED: dict[tuple[str, str], dict[str, str | None]] = {}
+"""What each image has (by daemon and image id): probed once per process."""
+
 
 def _owner_tag(pid: int) -> str | None:
-    """``<pid>:<start time in clock ticks>`` of a live process, or None."""
+    """``<pid>:<start time in clock ticks>`` of a live process, or None (also for a zombie:
+    dead, not yet reaped, and cleaning up nothing)."""
     try:
         with open(f"/proc/{pid}/stat") as fh:
-            return f"{pid}:{fh.read().rsplit(')', 1)[1].split()[19]}"
-    except (OSError, IndexError):
+            fields = fh.read().rsplit(")", 1)[1].split()
+    except OSError:
         return None
+    if len(fields) < 20 or fields[0] in ("Z", "X"):
+        return None
+    return f"{pid}:{fields[19]}"
 
 
 class DockerRunEnvironment(CommandRunEnvironment["ContainerWorkspace"]):
@@ -391,7 +398,11 @@ class DockerRunEnvironment(CommandRunEnvironment["ContainerWorkspace"]):
                         if not a[0].startswith("{")} | {program, *TOOLS})  # fmt: skip
         script = "; ".join(f"command -v {shlex.quote(n)} || echo -" for n in names)
         client = await self.client()
-        await self._call(client.images.get, self.image)  # not pulled: said plainly
+        image = await self._call(client.images.get, self.image)  # not pulled: said plainly
+        key = (self._base, image.id)
+        if program in _PROBED.get(key, {}):
+            self._found = _PROBED[key]
+            return
         if self.per_run:  # a container for the pool, used first for this
             container = await self._start_container(self.limits)
             with self._guard:
@@ -400,13 +411,16 @@ class DockerRunEnvironment(CommandRunEnvironment["ContainerWorkspace"]):
             container = await self._container()
         result = await self._call(container.exec_run, ["sh", "-c", script], user="65534")
         found = result.output.decode(errors="replace").split("\n")
-        self._found = {
+        self._found = _PROBED[key] = {
             name: path.strip() if path.strip() not in ("", "-") else None
             for name, path in zip(names, found, strict=False)
         }
 
-    async def _workspace(self, limits: Limits | None = None) -> ContainerWorkspace:
-        wanted = (limits or Limits()).over(self.limits)
+    async def _workspace(self) -> ContainerWorkspace:
+        return await self._workspace_for(Limits())
+
+    async def _workspace_for(self, limits: Limits) -> ContainerWorkspace:
+        wanted = limits.over(self.limits)
         dedicated = wanted.memory != self.limits.memory or wanted.disk != self.limits.disk
         if self.per_run or dedicated:
             container, own = await self._own_container(wanted), True

@@ -25,7 +25,6 @@ from .._errors import (
     UnreachableError,
 )
 from .._languages import LANGUAGES
-from .._models import Limits
 from .._process import Outcome
 from .._remote import RemoteCalls, Sink, supervise_remote
 from .._signals import BY_GO_NAME
@@ -211,7 +210,7 @@ class E2BRunEnvironment(CommandRunEnvironment["E2BWorkspace"]):
         for name, path in zip(names, found, strict=False):
             self._found[name] = path.strip() if path.strip() not in ("", "-") else None
 
-    async def _workspace(self, limits: Limits | None = None) -> E2BWorkspace:
+    async def _workspace(self) -> E2BWorkspace:
         path = f"{HOME}/runenv-{uuid.uuid4().hex[:12]}"
         async with self._calls() as sandbox:
             await sandbox.files.make_dir(path)

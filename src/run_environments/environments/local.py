@@ -9,7 +9,6 @@ import sys
 import uuid
 
 from .._errors import InvalidOptionsError
-from .._models import Limits
 from .._offload import off_loop
 from .._process import Outcome, ProcessGroups, kill_marked, run_process
 from .base import CommandRunEnvironment
@@ -63,7 +62,7 @@ class LocalRunEnvironment(CommandRunEnvironment[HostWorkspace]):
             return self._python if usable else None
         return shutil.which(program, path=self._path)
 
-    async def _workspace(self, limits: Limits | None = None) -> HostWorkspace:
+    async def _workspace(self) -> HostWorkspace:
         return HostWorkspace.create(self._tmp_dir)
 
     def _environment(self, workspace: HostWorkspace, command: Command) -> dict[bytes, bytes]:

@@ -193,7 +193,7 @@ class SandboxRunEnvironment(CommandRunEnvironment[Execution]):
         return shutil.which(program, path=bubblewrap.PATH)
 
     # -- workspace ------------------------------------------------------------------------
-    async def _workspace(self, limits: Limits | None = None) -> Execution:
+    async def _workspace(self) -> Execution:
         return self._executions.open()
 
     # -- running --------------------------------------------------------------------------
