@@ -10,6 +10,7 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator
 
+import anyio
 import docker
 import pytest
 
@@ -378,3 +379,36 @@ def test_a_socket_without_permission_says_so(
         f"False permission denied on the Docker socket {proxy.address}: run as a member of"
         " the docker group"
     ), done
+
+
+async def test_a_run_cannot_read_another_s_files_or_code_while_both_run(long_lived) -> None:
+    """Runs at the same time in the long-lived container: one's workspace, its code and the
+    files its exec carried are not readable by the other, in the file system or in /proc."""
+    secret = "s3cr3t-" + "x" * 20
+    holder = f"import time\nprint('holding', flush=True)\ntime.sleep(8)\n# {secret}\n"
+    snoop = (  # the secret is made at run time: this code does not hold it
+        "import base64, glob, os\nsecret = ('s3cr3t-' + 'x' * 20).encode()\nfound = []\n"
+        "mine = f'/proc/{os.getpid()}/'\n"
+        "for path in glob.glob('/proc/[0-9]*/*') + glob.glob('/workspace/**', recursive=True)"
+        " + glob.glob('/tmp/**', recursive=True):\n"
+        "    try:\n        data = open(path, 'rb').read()\n    except OSError:\n        continue\n"
+        "    for token in [data] + data.replace(b'\\0', b' ').split():\n"
+        "        try:\n            token = base64.b64decode(token, validate=True)\n"
+        "        except ValueError:\n            pass\n"
+        "        if secret in token and not path.startswith(mine):\n"
+        "            found.append(path)\n"
+        "print('found', found)\n"
+    )
+    started = anyio.Event()
+
+    async def hold() -> None:
+        result = await long_lived.execute(
+            holder, files={"data.txt": secret}, on_stdout=lambda _: started.set(), timeout=20
+        )
+        assert result.success, result
+
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(hold)
+        await started.wait()
+        seen = await long_lived.execute(snoop, timeout=20)
+    assert seen.stdout == "found []\n", seen

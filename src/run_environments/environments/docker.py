@@ -2,7 +2,7 @@
 
 Two lifecycles, one option. By default one long-lived container serves every run: each run
 gets a directory of its own under ``/workspace`` and a user id of its own, and runs as one
-``docker exec`` as that user. The exec carries the run's files (a small tar, as an argument)
+``docker exec`` as that user. The exec carries the run's files (a small tar, in a variable)
 and a tiny shell supervisor that makes the directory, sets the run's rlimits, runs the
 program and, when it ends, kills every process of the run's user: double-forked daemons
 included, and nothing else (the container runs with ``no-new-privileges`` and no
@@ -83,8 +83,8 @@ KILL_WAIT = 2.0
 MAX_FETCH = 64 << 20
 """The largest file ``fetch_files`` brings back."""
 INLINE_MAX = 48 << 10
-"""The largest tar of a run's files carried in its own exec (base64, as an argument: well
-below Linux's 128 KiB per argument); larger ones are written by an exec of their own."""
+"""The largest tar of a run's files carried in its own exec (base64, in a variable: well
+below Linux's 128 KiB per variable); larger ones are written by an exec of their own."""
 NPROC = 4096
 """The containers' RLIMIT_NPROC: counted per user id (each run has its own, and its own
 lower limit), and set by every daemon, since Podman's default is more than a root without
@@ -92,6 +92,8 @@ CAP_SYS_RESOURCE may set."""
 FAILED = 125
 MARK = "runenv-docker:"
 """Starts what the supervisor says on stderr when it cannot prepare a run (exit code 125)."""
+CARRIED = "RUNENV_CARRIED_FILES"
+"""The variable that carries a run's files to its exec (unset before the program starts)."""
 TOOLS = ("prlimit", "base64", "tar")
 """Programs the environment itself uses in the image, looked up with the languages'."""
 
@@ -456,26 +458,30 @@ class DockerRunEnvironment(CommandRunEnvironment["ContainerWorkspace"]):
             return []
         return [prlimit, *args, "--"] if args else []
 
-    def _argv(self, command: Command, workspace: ContainerWorkspace) -> list[str]:
-        """The exec of a command: the run's supervisor (see the module's doc) around it."""
+    def _argv(
+        self, command: Command, workspace: ContainerWorkspace
+    ) -> tuple[list[str], dict[str, str]]:
+        """The exec of a command: the run's supervisor (see the module's doc) around it, and
+        the variables it takes (the program gets none of them)."""
         limits = self._rlimits(command.limits.over(self.limits), command.limits)
-        prelude = workspace.prelude()
+        prelude, variables = workspace.prelude()
         script = "trap : HUP INT QUIT TERM USR1 USR2 ALRM; umask 077; "
         if prelude:
             script += f"{{ {prelude}; }} || {{ echo {MARK} >&2; exit {FAILED}; }}; "
+        script += "".join(f"unset {name}; " for name in variables)
         script += (
             f"cd -- {shlex.quote(command.cwd)} || exit {FAILED}; "
             '"$@"; code=$?; kill -KILL -1 2>/dev/null; exit $code'
         )
-        return ["sh", "-c", script, "sh", *limits, *command.argv]
+        return ["sh", "-c", script, "sh", *limits, *command.argv], variables
 
     async def _run(self, command: Command, workspace: ContainerWorkspace) -> Outcome:
         container = workspace.container.id
-        argv = self._argv(command, workspace)
+        argv, variables = self._argv(command, workspace)
         before = _oom_kills(container)
         try:
             outcome = await supervise_remote(
-                _exec_calls(self, workspace, command, argv),
+                _exec_calls(self, workspace, command, argv, variables),
                 command,
                 kill_wait=KILL_WAIT,
                 kill_grace=self.kill_grace,
@@ -543,29 +549,31 @@ class ContainerWorkspace(Workspace):
     def user(self) -> str:
         return f"{self.uid}:{self.uid}"
 
-    def prelude(self) -> str:
+    def prelude(self) -> tuple[str, dict[str, str]]:
         """Shell commands that make the directory with what was written into it so far (for
-        the exec that comes first); empty once made."""
+        the exec that comes first), and the variables they read: the files travel in one,
+        which only the run's own user can read in ``/proc`` (an argument, every user in the
+        container could); nothing once made."""
         if self._made:
-            return ""
+            return "", {}
         path = shlex.quote(self.path)
-        steps = [f"mkdir -m 700 -- {path}"]
+        steps, variables = [f"mkdir -m 700 -- {path}"], {}
         if self._carried is not None:
-            encoded = base64.b64encode(self._carried).decode()
-            steps.append(f"printf %s {encoded} | base64 -d | tar -x -f - -C {path}")
+            variables[CARRIED] = base64.b64encode(self._carried).decode()
+            steps.append(f'printf %s "${CARRIED}" | base64 -d | tar -x -f - -C {path}')
         steps += [f"(cd -- {path} && mkdir -p -- {shlex.quote(d)})" for d in self._dirs]
         self._made, self._carried, self._dirs = True, None, []
-        return " && ".join(steps)
+        return " && ".join(steps), variables
 
     async def _exec(
         self, script: str, *args: str, data: bytes = b"", limit: int = 1 << 20
     ) -> bytes:
-        prelude = self.prelude()
+        prelude, variables = self.prelude()
         if prelude:
             script = f"{prelude} && {script}"
         code, out, err = await self.env._call(
             _exec_io, self.env._client, self.container.id, ["sh", "-c", script, "sh", *args],
-            self.user, data, limit,
+            self.user, data, limit, variables,
         )  # fmt: skip
         if code != 0:
             message = err.decode(errors="replace").strip() or f"exit code {code}"
@@ -661,12 +669,13 @@ def _exec_io(
     user: str,
     data: bytes,
     limit: int,
+    variables: Mapping[str, str] | None = None,
 ) -> tuple[int, bytes, bytes]:
     """Run ``argv`` in the container as ``user`` with ``data`` on its stdin; its exit code,
     stdout and stderr (each at most ``limit`` bytes; past it the answer is a failure).
     Blocking."""
     api = client.api
-    created = api.exec_create(container, argv, stdin=True, user=user)
+    created = api.exec_create(container, argv, stdin=True, user=user, environment=variables)
     sock = api.exec_start(created["Id"], socket=True)
     raw = getattr(sock, "_sock", sock)
     try:
@@ -685,7 +694,11 @@ def _exec_io(
 
 
 def _exec_calls(
-    env: DockerRunEnvironment, workspace: ContainerWorkspace, command: Command, argv: list[str]
+    env: DockerRunEnvironment,
+    workspace: ContainerWorkspace,
+    command: Command,
+    argv: list[str],
+    variables: Mapping[str, str],
 ) -> RemoteCalls:
     """One exec, as the remote supervisor drives it: output read in a worker thread, stopped
     by an exec of ``kill -1`` as the run's user (or, for a container of its own, by killing
@@ -710,6 +723,7 @@ def _exec_calls(
                 "LANG": "C.UTF-8",
                 "TMPDIR": "/tmp",
                 **command.env,
+                **variables,
             },
         )
         state["id"] = created["Id"]
