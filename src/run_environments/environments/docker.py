@@ -92,6 +92,10 @@ CAP_SYS_RESOURCE may set."""
 FAILED = 125
 MARK = "runenv-docker:"
 """Starts what the supervisor says on stderr when it cannot prepare a run (exit code 125)."""
+POOLS = 512
+CONNECTIONS = 64
+"""The SDK client's connection pools (one per URL) and connections kept in each: more than
+the URLs and threads of the runs at once (anyio's worker threads are 40)."""
 CARRIED = "RUNENV_CARRIED_FILES"
 """The variable that carries a run's files to its exec (unset before the program starts)."""
 TOOLS = ("prlimit", "base64", "tar")
@@ -213,7 +217,14 @@ class DockerRunEnvironment(CommandRunEnvironment["ContainerWorkspace"]):
         async with self._connecting:  # one client: a second one, dropped, closes its pool
             if self._client is None:
                 await self._call(_reach, self._base)
-                client = await self._call(docker.DockerClient, base_url=self._base, timeout=60)
+                # the SDK keeps a connection pool per URL (each exec has its own URLs) and
+                # closes the least recently used past ``num_pools``, also one with a request
+                # in flight: with its default 25 pools of 10 connections, fifty runs at once
+                # lost requests to closed pools
+                client = await self._call(
+                    docker.DockerClient, base_url=self._base, timeout=60,
+                    num_pools=POOLS, max_pool_size=CONNECTIONS,
+                )  # fmt: skip
                 try:
                     await self._call(client.ping)
                 except BaseException:
