@@ -11,6 +11,7 @@ Everything the package raises derives from :class:`RunEnvironmentError`::
      ├── SpawnError                   the operating system refused to start the program
      ├── ServiceError                 a remote service refused or failed a request
      │    ├── AuthenticationError     the credentials were missing or wrong
+     │    ├── HostKeyError            an SSH server's host key is unknown or changed
      │    ├── RateLimitError          too many requests: retry after ``retry_after`` seconds
      │    └── UnreachableError        the service could not be reached, or the connection dropped
      └── ExecutionFailed              raised by ``ExecutionResult.check()`` on a failed result
@@ -83,6 +84,10 @@ class ServiceError(RunEnvironmentError):
 
 class AuthenticationError(ServiceError):
     """The service wants credentials that were missing or wrong."""
+
+
+class HostKeyError(ServiceError):
+    """An SSH server's host key is not one the known hosts trust: unknown, or changed."""
 
 
 class RateLimitError(ServiceError):
