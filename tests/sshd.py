@@ -66,8 +66,15 @@ def _kill_all_of(uid: int) -> None:
 
 
 def _remove_user(name: str) -> None:
+    """Remove the user, its processes, and what runs of it left in /tmp (the next user may
+    get the same id)."""
     with contextlib.suppress(KeyError):
-        _kill_all_of(pwd.getpwnam(name).pw_uid)
+        uid = pwd.getpwnam(name).pw_uid
+        _kill_all_of(uid)
+        for entry in Path("/tmp").glob("runenv-*"):
+            with contextlib.suppress(OSError):
+                if entry.lstat().st_uid == uid:
+                    shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
     subprocess.run(["userdel", "-r", "-f", name], capture_output=True, check=False)
 
 

@@ -105,9 +105,9 @@ class TestSSHSandboxed(SSHBehaviour):
 @pytest.fixture
 def make(sshd: Server, ssh_user: User, known_hosts: str) -> Callable[..., SSHRunEnvironment]:
     def make(**options: object) -> SSHRunEnvironment:
-        host = f"{ssh_user.name}@127.0.0.1:{sshd.port}"
+        host = options.pop("host", f"{ssh_user.name}@127.0.0.1:{sshd.port}")
         given = {"key_file": str(ssh_user.key), "known_hosts": known_hosts, **options}
-        return SSHRunEnvironment(host, **given)  # type: ignore[arg-type]
+        return SSHRunEnvironment(str(host), **given)  # type: ignore[arg-type]
 
     return make
 

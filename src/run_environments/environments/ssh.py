@@ -6,18 +6,19 @@ over one SFTP session. The runs at once are bounded by ``sessions`` (OpenSSH's
 made again by the next run.
 
 Every run has a private directory under the remote's temporary directory (or ``root``),
-mode 700, named at random, and removed after the run, also after a timeout or a
-cancellation. Its program is started by a small ``sh`` wrapper that marks it (the variable
-``RUNENV_RUN``, which its children inherit), changes to its directory and ``exec``\\ s it:
-the program is the channel's own process, and the process group OpenSSH made for it.
+mode 700, named at random, made by a short command that leaves a watchdog beside it, and
+removed after the run, also after a timeout or a cancellation. Its program is started by a
+small ``sh`` wrapper that marks it (the variable ``RUNENV_RUN``, which its children
+inherit), changes to its directory and ``exec``\\ s it: the program is the channel's own
+process, and the process group OpenSSH made for it.
 
 Killing on the remote. Closing a channel does not end its program. A run stopped early
 (timeout, cancellation, ``cleanup()``) is signalled through its channel (OpenSSH sends the
-signal to the program's process group), and when its run ends, every process of the
-remote user that carries its mark is killed (double-forked daemons included) before its
-directory is removed. For a connection that is gone (this process killed, the network
-down, the server restarted) a watchdog the wrapper leaves on the remote, in a session of
-its own, does the same within a second of the connection's end.
+signal to the program's process group). When a program ends, every process of the remote
+user that carries its run's mark is killed (double-forked daemons included, and whatever
+holds its output open), and again before its directory is removed. When the connection
+ends first (this process killed, the network down, the server restarted), the watchdog
+kills the run and removes its directory within a second.
 
 With ``sandbox`` (by default when the remote has a bubblewrap that works for the user),
 each program runs in bubblewrap on the remote: no network, its own PID namespace (all of
@@ -43,7 +44,7 @@ import socket
 import stat
 import uuid
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import anyio
@@ -111,22 +112,35 @@ _KILL = (
     ' [ -n "$p" ] || return 0; kill -KILL $p 2>/dev/null; i=$((i+1)); done; };'
 )
 _REMOVE = '[ -L "$1" ] || chmod -R u+rwx -- "$1" 2>/dev/null; rm -rf -- "$1" "$1.env";'
-# The watchdog ($1 the connection's sshd process, $2 the program, $3 the run's mark, $4 its
-# directory): when the program ends, kill what it left (which may hold its output open);
-# when the connection ends, kill the run and remove its directory.
+# The workspace's watchdog ($1 the connection's sshd process, $2 the pattern of the
+# workspace's runs, $3 its directory): when the connection ends, it kills the runs and
+# removes the directory.
 _WATCHDOG = (
-    _KILL + ' { tail --pid="$2" -s 0.1 -f /dev/null 2>/dev/null'
-    ' || while kill -0 "$2" 2>/dev/null; do sleep 0.1; done;'
-    f' k "{MARKER}=$3"; }} &'
-    ' tail --pid="$1" -s 1 -f /dev/null 2>/dev/null'
+    _KILL + ' tail --pid="$1" -s 1 -f /dev/null 2>/dev/null'
     ' || while kill -0 "$1" 2>/dev/null; do sleep 1; done;'
-    f' k "{MARKER}=$3"; kill $! 2>/dev/null; shift 3; ' + _REMOVE
+    ' k "$2"; shift 2; ' + _REMOVE
 )
-# The wrapper: $1 the run's directory, $2 its mark, $3 its working directory, then argv.
-_WRAPPER = (
-    "d=$1 t=$2 c=$3; shift 3;"
-    f' {WATCH}=$t setsid sh -c {shlex.quote(_WATCHDOG)} runenv-watch "$PPID" "$$" "$t" "$d"'
+# Makes a run's directory ($1) and leaves its watchdog ($2 its mark, $3 the pattern of its
+# runs), in a session of its own (a signal for a run's process group does not reach it).
+_MAKE = (
+    'mkdir -m 700 -- "$1" || exit 1;'
+    f' {WATCH}="$2" setsid sh -c {shlex.quote(_WATCHDOG)} runenv-watch "$PPID" "$3" "$1"'
     " </dev/null >/dev/null 2>&1 &"
+)
+# When a program ($1) ends, what it left (which may hold its output open) is killed ($2
+# the pattern of its stage).
+_AFTER = (
+    _KILL + ' tail --pid="$1" -s 0.1 -f /dev/null 2>/dev/null'
+    ' || while kill -0 "$1" 2>/dev/null; do sleep 0.1; done;'
+    ' k "$2"'
+)
+# The wrapper: $1 the run's directory, $2 the stage's mark, $3 its pattern, $4 its working
+# directory, then argv.
+_WRAPPER = (
+    "d=$1 t=$2 c=$4;"
+    f' {WATCH}=$t setsid sh -c {shlex.quote(_AFTER)} runenv-after "$$" "$3"'
+    " </dev/null >/dev/null 2>&1 &"
+    " shift 4;"
     " umask 077;"
     ' if [ -f "$d.env" ]; then set -a; . "$d.env" || exit 125; set +a; rm -f -- "$d.env"; fi;'
     f" {MARKER}=$t; export {MARKER};"
@@ -234,6 +248,7 @@ class SSHRunEnvironment(CommandRunEnvironment["SSHWorkspace"]):
         self._conn: asyncssh.SSHClientConnection | None = None
         self._jumps: list[asyncssh.SSHClientConnection] = []
         self._sftp: asyncssh.SFTPClient | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._connecting = anyio.Lock()
         self._channels = anyio.CapacityLimiter(sessions - 1)  # one is the SFTP session's
         self._probe: _Probe | None = None
@@ -328,6 +343,9 @@ class SSHRunEnvironment(CommandRunEnvironment["SSHWorkspace"]):
             be made; EnvironmentUnavailableError without a host.
         """
         async with self._connecting:
+            loop = asyncio.get_running_loop()
+            if self._loop is not loop:  # one made in an event loop that ended is no use
+                self._conn, self._sftp, self._jumps, self._loop = None, None, [], loop
             if self._conn is not None and not self._conn.is_closed():
                 return self._conn
             if not self.host:
@@ -537,8 +555,12 @@ class SSHRunEnvironment(CommandRunEnvironment["SSHWorkspace"]):
 
     async def _workspace_for(self, limits: Limits) -> SSHWorkspace:
         probe = await self._probed()
-        workspace = SSHWorkspace(self, posixpath.join(self.root or probe.tmp,
-                                                      f"runenv-{uuid.uuid4().hex}"))  # fmt: skip
+        self._runs += 1
+        workspace = SSHWorkspace(
+            self,
+            posixpath.join(self.root or probe.tmp, f"runenv-{uuid.uuid4().hex}"),
+            mark=f"{self.instance}.{self._runs}",
+        )
         await self._channels.acquire_on_behalf_of(workspace)  # its runs' and its removal's
         try:
             await workspace.make()
@@ -602,8 +624,9 @@ class SSHRunEnvironment(CommandRunEnvironment["SSHWorkspace"]):
                     f"environment variable {name!r}: over SSH a name must be letters, digits"
                     " and underscores, not starting with a digit"
                 )
-        self._runs += 1
-        mark = f"{self.instance}.{self._runs}"
+        workspace.stages += 1
+        mark = f"{workspace.mark}.{workspace.stages}"  # each stage's own: the compile
+        # step's leftovers are killed when it ends, while the run may have started
         argv = [*self._rlimits(command.limits.over(self.limits)), *command.argv]
         prelude = ""
         if self.sandboxed:
@@ -622,12 +645,13 @@ class SSHRunEnvironment(CommandRunEnvironment["SSHWorkspace"]):
                 "runenv",
                 workspace.path,
                 mark,
+                _pattern(MARKER, mark),
                 command.cwd,
                 *argv,
             )
         )
         outcome = await supervise_remote(
-            _channel_calls(self, "exec " + line, command, lambda: workspace.marks.append(mark)),
+            _channel_calls(self, "exec " + line, command),
             command,
             kill_wait=KILL_WAIT,
             kill_grace=self.kill_grace,
@@ -665,10 +689,11 @@ class SSHWorkspace(Workspace):
     its paths checked without following links (lstat at each step) after the run's
     processes are gone, and removed by a command that first kills what the run left."""
 
-    def __init__(self, env: SSHRunEnvironment, path: str) -> None:
+    def __init__(self, env: SSHRunEnvironment, path: str, mark: str) -> None:
         super().__init__(path)
         self.env = env
-        self.marks: list[str] = []
+        self.mark = mark  # of its watchdog, and the stem of its stages' (RUNENV_RUN)
+        self.stages = 0
         self._made = False
         self._removed = False
 
@@ -679,13 +704,15 @@ class SSHWorkspace(Workspace):
         return self.env._sftp
 
     async def make(self) -> None:
-        await self.env.connection()
-        try:
-            await self._sftp.mkdir(self.path, asyncssh.SFTPAttrs(permissions=0o700))
-        except (OSError, asyncssh.Error) as exc:
+        """Make the directory, and leave on the remote its watchdog, which removes it when
+        the connection ends (this process killed, the network gone) before its end."""
+        status, said = await self.env._control(
+            _MAKE, self.path, self.mark, _pattern(MARKER, self.mark, below=True), held=True
+        )
+        if status != 0:
             raise EnvironmentUnavailableError(
-                f"cannot make the run's directory {self.path} on {self.env.target}: {exc}"
-            ) from None
+                f"cannot make the run's directory {self.path} on {self.env.target}: {said.strip()}"
+            )
         self._made = True
 
     async def put(self, path: str, content: bytes, mode: int = 0o644) -> None:
@@ -761,24 +788,13 @@ class SSHWorkspace(Workspace):
         self._removed = True
         with anyio.CancelScope(shield=True):
             try:
-                if self._made:
-                    script = (
-                        _KILL
-                        + "".join(
-                            f' k "{name}={mark}";'
-                            for mark in self.marks
-                            for name in (MARKER, WATCH)
-                        )
-                        + " "
-                        + _REMOVE
-                    )
-                    try:
-                        await self.env._control(script, self.path, timeout=60, held=True)
-                    except RunEnvironmentError:
-                        if not self.marks:  # nothing ran: only what SFTP wrote is there
-                            with contextlib.suppress(OSError, asyncssh.Error, UnreachableError):
-                                await self._sftp.rmtree(self.path, ignore_errors=True)
-                        # else the run's watchdog removes it when the connection ends
+                if self._made:  # its runs' processes, its watchdog, then its files
+                    script = f'{_KILL} k "$2"; k "$3"; {_REMOVE}'
+                    runs = _pattern(MARKER, self.mark, below=True)
+                    watching = _pattern(WATCH, self.mark, below=True)
+                    with contextlib.suppress(RunEnvironmentError):
+                        await self.env._control(script, self.path, runs, watching, held=True)
+                    # failing, the watchdog removes it when the connection ends
             finally:
                 self.env._channels.release_on_behalf_of(self)
 
@@ -847,11 +863,8 @@ class _Channel(asyncssh.SSHClientSession[bytes]):
         return taken
 
 
-def _channel_calls(
-    env: SSHRunEnvironment, line: str, command: Command, started: Callable[[], object]
-) -> RemoteCalls:
-    """One run's channel, as the remote supervisor drives it (``started`` is told when the
-    remote has it)."""
+def _channel_calls(env: SSHRunEnvironment, line: str, command: Command) -> RemoteCalls:
+    """One run's channel, as the remote supervisor drives it."""
     session = _Channel()
     state: dict[str, Any] = {}
 
@@ -860,7 +873,6 @@ def _channel_calls(
         chan = await env._open(session, line)
         state["chan"] = chan
         state["window"] = getattr(chan, "_send_window", 0)  # the server's, before any input
-        started()
         if command.stdin is None:
             chan.write_eof()
 
@@ -953,6 +965,13 @@ def _split(target: str) -> tuple[str | None, str, int | None]:
         if number.isdigit():
             host, port = name, int(number)
     return user or None, host, port
+
+
+def _pattern(name: str, mark: str, below: bool = False) -> str:
+    """A regular expression (grep's basic) for the variable ``name`` set to ``mark`` (and,
+    ``below``, to marks below it: ``mark.N``...)."""
+    escaped = mark.replace(".", "\\.")  # marks are hex digits and dots
+    return f"^{name}={escaped}" + ("\\(\\.[0-9]*\\)*$" if below else "$")
 
 
 def _below_or_at(path: str, directory: str) -> bool:
