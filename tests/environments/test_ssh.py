@@ -447,3 +447,22 @@ async def test_files_are_binary_safe_both_ways(unsandboxed: SSHRunEnvironment) -
         files={"in/blob.bin": blob}, fetch_files=["out.bin"],
     )  # fmt: skip
     assert result.files == {"out.bin": blob[::-1]}
+
+
+async def test_a_login_script_that_prints_does_not_confuse_the_probe(
+    make: Callable[..., SSHRunEnvironment], ssh_user: User
+) -> None:
+    """bash, as a login shell, reads ~/.bashrc for a command that sshd runs: what it prints
+    (a banner, a greeting) comes before the probe's answer and is skipped."""
+    bashrc = ssh_user.home / ".bashrc"
+    bashrc.write_text("echo 'Welcome to the remote'\necho '/usr/bin/fake'\n")
+    subprocess.run(["usermod", "--shell", "/bin/bash", ssh_user.name], check=True)
+    try:
+        async with make(sandbox=False) as env:
+            status = await env.status()
+            available = {lang.name for lang in status.languages if lang.available}
+            assert status.ready and {"python", "c", "bash"} <= available, status
+            assert (await env.execute("print('ok')")).stdout == "ok\n"
+    finally:
+        subprocess.run(["usermod", "--shell", "/bin/sh", ssh_user.name], check=True)
+        bashrc.unlink()

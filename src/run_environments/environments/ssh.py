@@ -86,6 +86,8 @@ SIGNALS = frozenset({"ABRT", "ALRM", "FPE", "HUP", "ILL", "INT", "KILL", "PIPE",
                      "SEGV", "TERM", "USR1", "USR2"})  # fmt: skip
 """The signals SSH names (RFC 4254), which OpenSSH delivers to a program's process group."""
 FAILED = 125
+PROBE = "runenv-ssh-probe"
+"""The first line of the probe's answer."""
 MARK = "runenv-ssh:"
 """Starts what the wrapper says on stderr when it cannot start a program (exit code 125)."""
 MAX_FETCH = 64 << 20
@@ -97,6 +99,8 @@ KILL_WAIT = 2.0
 DRAIN = 5.0
 """Seconds of silence, after a program ended, before its output is taken as complete where
 its watchdog could not kill what it left holding its output open."""
+NOISE = 64 << 10
+"""The most a login script may print before a run's wrapper starts (more: kept as output)."""
 PENDING = 1 << 20
 """Bytes of output read from a channel but not yet taken, past which reading pauses."""
 IN_FLIGHT = 256 << 10
@@ -104,8 +108,9 @@ IN_FLIGHT = 256 << 10
 waits: more than OpenSSH takes before it acknowledges (3 packets of 32 KiB)."""
 NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
-# Kills every process of the user whose environment holds exactly "$1" (NAME=value), again
-# until none is left (a forking program's children appear between two scans).
+# Kills every process of the user with a variable that matches "$1" (a regular expression
+# for NAME=value, whole), again until none is left (a forking program's children appear
+# between two scans).
 _KILL = (
     "k() { i=0; while [ $i -lt 50 ]; do"
     ' p=$(grep -lszx -- "$1" /proc/[0-9]*/environ | cut -d/ -f3);'
@@ -138,6 +143,7 @@ _AFTER = (
 # directory, then argv.
 _WRAPPER = (
     "d=$1 t=$2 c=$4;"
+    ' printf "\\036runenv:%s\\036" "$t"; printf "\\036runenv:%s\\036" "$t" >&2;'
     f' {WATCH}=$t setsid sh -c {shlex.quote(_AFTER)} runenv-after "$$" "$3"'
     " </dev/null >/dev/null 2>&1 &"
     " shift 4;"
@@ -466,7 +472,8 @@ class SSHRunEnvironment(CommandRunEnvironment["SSHWorkspace"]):
     async def _probe_now(self) -> _Probe:
         names = sorted({a[0] for lang in LANGUAGES for a in (*lang.compile, *lang.run)
                         if not a[0].startswith("{")} | {"prlimit", "bwrap", "env"})  # fmt: skip
-        script = "".join(f"command -v {shlex.quote(n)} || echo -; " for n in names)
+        script = f"echo {PROBE}; "  # what a login script printed before it is not read
+        script += "".join(f"command -v {shlex.quote(n)} || echo -; " for n in names)
         script += 'echo "${TMPDIR:-/tmp}"; uname -s; '
         script += "".join(
             f"if [ -L {d} ]; then readlink {d}; elif [ -d {d} ]; then echo /; else echo -; fi; "
@@ -481,6 +488,8 @@ class SSHRunEnvironment(CommandRunEnvironment["SSHWorkspace"]):
         )
         status, output = await self._control(script)
         lines = output.split("\n")
+        if PROBE in lines:
+            lines = lines[len(lines) - lines[::-1].index(PROBE) :]
         fixed = len(names) + 2 + len(SYSTEM) + 2
         if status != 0 or len(lines) < fixed + 1 or "--" not in lines[fixed:]:
             raise EnvironmentUnavailableError(
@@ -651,7 +660,7 @@ class SSHRunEnvironment(CommandRunEnvironment["SSHWorkspace"]):
             )
         )
         outcome = await supervise_remote(
-            _channel_calls(self, "exec " + line, command),
+            _channel_calls(self, "exec " + line, command, mark),
             command,
             kill_wait=KILL_WAIT,
             kill_grace=self.kill_grace,
@@ -800,9 +809,12 @@ class SSHWorkspace(Workspace):
 
 
 class _Channel(asyncssh.SSHClientSession[bytes]):
-    """One run's channel: its output kept for the supervisor, its end noted."""
+    """One run's channel: its output kept for the supervisor, its end noted. With
+    ``start``, what comes on each stream before it (a login script's greeting) is dropped."""
 
-    def __init__(self) -> None:
+    def __init__(self, start: bytes = b"") -> None:
+        self.start = start
+        self.before = {"stdout": b"", "stderr": b""} if start else {}
         self.chan: asyncssh.SSHClientChannel[bytes] | None = None
         self.chunks: deque[tuple[str, bytes]] = deque()
         self.pending = 0
@@ -822,6 +834,16 @@ class _Channel(asyncssh.SSHClientSession[bytes]):
 
     def data_received(self, data: bytes, datatype: asyncssh.DataType) -> None:
         name = "stderr" if datatype == asyncssh.EXTENDED_DATA_STDERR else "stdout"
+        if name in self.before:  # what the login shell said before the wrapper's start
+            said = self.before[name] + data
+            start = said.find(self.start)
+            if start < 0 and len(said) <= NOISE:
+                self.before[name] = said
+                return
+            del self.before[name]
+            data = said[start + len(self.start) :] if start >= 0 else said
+            if not data:
+                return
         self.chunks.append((name, data))
         self.pending += len(data)
         if self.pending > PENDING and not self.paused and self.chan is not None:
@@ -830,6 +852,9 @@ class _Channel(asyncssh.SSHClientSession[bytes]):
         self.news.set()
 
     def eof_received(self) -> bool:
+        for name, said in self.before.items():  # no start came: everything is the answer
+            self.chunks.append((name, said))
+        self.before.clear()
         self.eof = True
         self.news.set()
         return False
@@ -863,9 +888,14 @@ class _Channel(asyncssh.SSHClientSession[bytes]):
         return taken
 
 
-def _channel_calls(env: SSHRunEnvironment, line: str, command: Command) -> RemoteCalls:
+def _start(mark: str) -> bytes:
+    """What the wrapper of the stage ``mark`` writes first on stdout and on stderr."""
+    return f"\x1erunenv:{mark}\x1e".encode()
+
+
+def _channel_calls(env: SSHRunEnvironment, line: str, command: Command, mark: str) -> RemoteCalls:
     """One run's channel, as the remote supervisor drives it."""
-    session = _Channel()
+    session = _Channel(start=_start(mark))
     state: dict[str, Any] = {}
 
     async def start(sink: Sink) -> None:
