@@ -4,6 +4,7 @@ on the "remote", with a second server reached through the first as a jump host."
 
 from __future__ import annotations
 
+import os
 import pathlib
 import re
 import subprocess
@@ -466,3 +467,43 @@ async def test_a_login_script_that_prints_does_not_confuse_the_probe(
     finally:
         subprocess.run(["usermod", "--shell", "/bin/sh", ssh_user.name], check=True)
         bashrc.unlink()
+
+
+async def test_a_key_from_the_agent(
+    sshd: Server, ssh_user: User, known_hosts: str, tmp_path: pathlib.Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    """No key file given: the key comes from OpenSSH's ssh-agent (started here, stopped by
+    its PID), as ``ssh`` finds it through $SSH_AUTH_SOCK."""
+    socket_path = tmp_path / "agent.sock"
+    agent = subprocess.Popen(["ssh-agent", "-D", "-a", str(socket_path)],
+                             stdout=subprocess.DEVNULL)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 10
+        while not socket_path.exists() and time.monotonic() < deadline:
+            await anyio.sleep(0.05)
+        env = {**os.environ, "SSH_AUTH_SOCK": str(socket_path)}
+        subprocess.run(["ssh-add", str(ssh_user.key)], env=env, check=True, capture_output=True)
+        monkeypatch.setenv("SSH_AUTH_SOCK", str(socket_path))
+        monkeypatch.setenv("HOME", str(tmp_path))  # no key of this user's own is tried
+        target = f"{ssh_user.name}@127.0.0.1:{sshd.port}"
+        async with SSHRunEnvironment(target, known_hosts=known_hosts) as env_:
+            assert (await env_.execute("print('agent')")).stdout == "agent\n"
+    finally:
+        agent.terminate()
+        agent.wait()
+
+
+async def test_runs_in_a_root_of_one_s_choice(
+    make: Callable[..., SSHRunEnvironment], ssh_user: User
+) -> None:
+    root = ssh_user.home / "runs"
+    root.mkdir()
+    os.chown(root, ssh_user.uid, ssh_user.uid)
+    try:
+        async with make(root=str(root), sandbox=True) as env:
+            result = await env.execute("import os; print(os.getcwd())")
+            assert result.stdout.startswith(f"{root}/runenv-")
+        assert list(root.iterdir()) == []
+    finally:
+        root.rmdir()
