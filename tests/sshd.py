@@ -24,6 +24,8 @@ import asyncssh
 
 GECOS = "run-environments test"
 SSHD = "/usr/sbin/sshd"
+PF_EXITING = 0x4
+"""The kernel's flag (in /proc/PID/stat) of a process that is exiting."""
 
 
 def _owner(pid: int) -> str | None:
@@ -48,8 +50,8 @@ def processes_of(uid: int) -> list[str]:
             fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        if fields[0] in ("Z", "X"):
-            continue  # dead: its parent has not reaped it yet
+        if fields[0] in ("Z", "X") or int(fields[6]) & PF_EXITING:
+            continue  # dead, or on its way out (its parent has not reaped it yet)
         found.append(f"{entry.name} {fields[0]} ppid {fields[1]} {line}")
     return found
 

@@ -12,7 +12,6 @@ import click
 from rich.markup import escape
 
 from .._errors import RunEnvironmentError
-from ..environments.base import EnvironmentStatus, RunEnvironment
 from .common import CANNOT_RUN, Failure, err, failure
 
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
@@ -73,7 +72,7 @@ def serve(log_level: str, no_access_log: bool, **flags: Any) -> None:
     except RunEnvironmentError as exc:
         raise failure(exc) from None
     service = app.state.service
-    status = anyio.run(_ready, service.environment(None))
+    status = anyio.run(service.environment(None).status)
     if not status.ready:
         raise Failure(
             f"the {settings.environment} environment is not ready: {status.reason}", CANNOT_RUN
@@ -96,15 +95,6 @@ def serve(log_level: str, no_access_log: bool, **flags: Any) -> None:
         access_log=not no_access_log,
     )
     GracefulServer(config, service, settings.grace).run(sockets=[listening])
-
-
-async def _ready(env: RunEnvironment) -> EnvironmentStatus:
-    """``env``'s status, in an event loop of its own: what it opened to answer (a
-    connection, a container) is released before the server's loop starts."""
-    try:
-        return await env.status()
-    finally:
-        await env.cleanup()
 
 
 def _listen(host: str, port: int) -> socket.socket:

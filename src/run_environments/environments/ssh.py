@@ -350,7 +350,13 @@ class SSHRunEnvironment(CommandRunEnvironment["SSHWorkspace"]):
         """
         async with self._connecting:
             loop = asyncio.get_running_loop()
-            if self._loop is not loop:  # one made in an event loop that ended is no use
+            if self._loop is not loop:  # one made in another event loop (runenv serve
+                # asks for the status in one of its own first) is no use here: its sockets
+                # are closed as they are, since that loop cannot close them any more
+                for each in (self._conn, *self._jumps):
+                    if each is not None:
+                        with contextlib.suppress(OSError, AttributeError):
+                            each.get_extra_info("socket").close()
                 self._conn, self._sftp, self._jumps, self._loop = None, None, [], loop
             if self._conn is not None and not self._conn.is_closed():
                 return self._conn
