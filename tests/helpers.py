@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import anyio
+import httpx
 
 
 @contextmanager
@@ -42,3 +43,25 @@ async def wait_until_gone(pid: int, within: float = 10) -> bool:
         while is_running(pid):
             await anyio.sleep(0.02)
     return not is_running(pid)
+
+
+def answers_every_api(base: str, environment: str) -> None:
+    """The server at ``base`` runs code in ``environment`` through the native API,
+    SandboxFusion's /run_code (C++: a compile step) and Piston's /execute (with stdin)."""
+    native = httpx.post(f"{base}/v1/execute", json={"code": "print(6 * 7)", "language": "python"},
+                        timeout=60).json()  # fmt: skip
+    assert native["success"] and native["stdout"] == "42\n", native
+    assert native["environment"] == environment, native
+    fusion = httpx.post(
+        f"{base}/run_code",
+        json={"code": '#include <stdio.h>\nint main(){puts("c");}', "language": "cpp"},
+        timeout=60,
+    ).json()
+    assert fusion["status"] == "Success" and fusion["run_result"]["stdout"] == "c\n", fusion
+    piston = httpx.post(
+        f"{base}/api/v2/execute",
+        json={"language": "python", "version": "*", "files": [{"content": "print(input())"}],
+              "stdin": "via piston"},
+        timeout=60,
+    ).json()  # fmt: skip
+    assert piston["run"]["stdout"] == "via piston\n", piston

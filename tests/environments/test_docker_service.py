@@ -16,7 +16,7 @@ import pytest
 
 from run_environments.environments.docker import LABEL, OWNER
 from run_environments.images import TEST_LANGUAGES
-from tests.helpers import is_running
+from tests.helpers import answers_every_api, is_running
 from tests.server.hostile import RUNENV, serve_process, wait_for
 
 
@@ -108,22 +108,7 @@ def test_serve_with_the_docker_environment(
     served_docker: tuple[str, int], docker_client: docker.DockerClient
 ) -> None:
     base, pid = served_docker
-    native = httpx.post(f"{base}/v1/execute", json={"code": "print(6 * 7)", "language": "python"},
-                        timeout=60).json()  # fmt: skip
-    assert native["success"] and native["stdout"] == "42\n" and native["environment"] == "docker"
-    fusion = httpx.post(
-        f"{base}/run_code",
-        json={"code": '#include <stdio.h>\nint main(){puts("c");}', "language": "cpp"},
-        timeout=60,
-    ).json()
-    assert fusion["status"] == "Success" and fusion["run_result"]["stdout"] == "c\n", fusion
-    piston = httpx.post(
-        f"{base}/api/v2/execute",
-        json={"language": "python", "version": "*", "files": [{"content": "print(input())"}],
-              "stdin": "via piston"},
-        timeout=60,
-    ).json()  # fmt: skip
-    assert piston["run"]["stdout"] == "via piston\n", piston
+    answers_every_api(base, "docker")
     assert ours(docker_client, pid) != []  # the long-lived container serves
     os.kill(pid, signal.SIGTERM)
     wait_for(lambda: not is_running(pid), 60, "the server's end")

@@ -26,7 +26,7 @@ from run_environments import (
     UnreachableError,
 )
 from run_environments.environments.ssh import SSHRunEnvironment
-from run_environments.testing import EnvironmentBehaviour
+from run_environments.testing import EnvironmentBehaviour, program
 from tests.sshd import Server, User, workdir
 
 pytestmark = pytest.mark.anyio
@@ -42,8 +42,6 @@ if os.fork() == 0:
 os.wait()
 time.sleep(300)
 """
-LEAVES = DAEMON.removesuffix("time.sleep(300)\n")
-"""The daemon, from a program that ends at once."""
 
 
 def remote_leftovers(user: User) -> list[str]:
@@ -310,7 +308,7 @@ async def test_a_double_forked_daemon_dies_with_its_run(
         assert result.timed_out
         assert result.stdout.startswith("daemon ")
         assert remote_leftovers(ssh_user) == []  # at once: before the result came back
-        finished = await env.execute(LEAVES)
+        finished = await env.execute(program("daemon.py"))
         assert finished.success and finished.stdout.startswith("daemon ")
         assert remote_leftovers(ssh_user) == []
 

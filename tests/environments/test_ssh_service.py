@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from tests.environments.test_ssh import remote_leftovers
-from tests.helpers import is_running
+from tests.helpers import answers_every_api, is_running
 from tests.server.hostile import RUNENV, serve_process, wait_for
 from tests.sshd import Server, User
 
@@ -90,22 +90,7 @@ def served_ssh(ssh_settings: dict[str, str], tmp_path: Path) -> Iterator[tuple[s
 
 def test_serve_with_the_ssh_environment(served_ssh: tuple[str, int], ssh_user: User) -> None:
     base, pid = served_ssh
-    native = httpx.post(f"{base}/v1/execute", json={"code": "print(6 * 7)", "language": "python"},
-                        timeout=60).json()  # fmt: skip
-    assert native["success"] and native["stdout"] == "42\n" and native["environment"] == "ssh"
-    fusion = httpx.post(
-        f"{base}/run_code",
-        json={"code": '#include <stdio.h>\nint main(){puts("c");}', "language": "cpp"},
-        timeout=60,
-    ).json()
-    assert fusion["status"] == "Success" and fusion["run_result"]["stdout"] == "c\n", fusion
-    piston = httpx.post(
-        f"{base}/api/v2/execute",
-        json={"language": "python", "version": "*", "files": [{"content": "print(input())"}],
-              "stdin": "via piston"},
-        timeout=60,
-    ).json()  # fmt: skip
-    assert piston["run"]["stdout"] == "via piston\n", piston
+    answers_every_api(base, "ssh")
     os.kill(pid, signal.SIGTERM)
     wait_for(lambda: not is_running(pid), 60, "the server's end")
     assert clean(ssh_user) == []

@@ -9,6 +9,7 @@ SIGKILL, and the result says ``timed_out``; the grace is the only time past the 
 
 from __future__ import annotations
 
+import math
 import os
 import posixpath
 import time
@@ -127,3 +128,24 @@ def host_path(root: str, host: str, cwd: str) -> str:
     if cwd == root or cwd.startswith(root.rstrip("/") + "/"):
         return os.path.join(host, cwd[len(root) :].lstrip("/"))
     return cwd
+
+
+def rlimit_options(
+    limits: Limits, *, memory: str | None = None, processes: bool = True
+) -> list[str]:
+    """``prlimit``'s options for ``limits``: CPU time (SIGXCPU at the limit, SIGKILL a second
+    on), open files, the largest file (``disk``), and, where nothing else bounds them, the
+    processes (per user id) and the memory through ``memory`` (``--data`` or ``--as``)."""
+    options = []
+    if limits.open_files is not None:
+        options.append(f"--nofile={limits.open_files}")
+    if limits.disk is not None:
+        options.append(f"--fsize={limits.disk}")
+    if limits.cpu_time is not None:
+        seconds = math.ceil(limits.cpu_time)
+        options.append(f"--cpu={seconds}:{seconds + 1}")
+    if memory is not None and limits.memory is not None:
+        options.append(f"{memory}={limits.memory}")
+    if processes and limits.processes is not None:
+        options.append(f"--nproc={limits.processes}")
+    return options

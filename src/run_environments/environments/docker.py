@@ -32,7 +32,6 @@ import contextlib
 import dataclasses
 import io
 import itertools
-import math
 import os
 import secrets
 import shlex
@@ -60,7 +59,7 @@ from .._process import Outcome
 from .._remote import RemoteCalls, Sink, supervise_remote
 from ..images import PACKAGES
 from .base import CommandRunEnvironment, EnvironmentStatus
-from .command import Command
+from .command import Command, rlimit_options
 from .workspace import Workspace
 
 DEFAULT_IMAGE = "runenv-debian:latest"
@@ -449,16 +448,7 @@ class DockerRunEnvironment(CommandRunEnvironment["ContainerWorkspace"]):
 
         :raises InvalidOptionsError: for a limit asked of a run the image cannot set.
         """
-        args = []
-        if limits.cpu_time is not None:
-            seconds = math.ceil(limits.cpu_time)  # SIGXCPU at the limit, SIGKILL a second on
-            args.append(f"--cpu={seconds}:{seconds + 1}")
-        if limits.open_files is not None:
-            args.append(f"--nofile={limits.open_files}")
-        if limits.disk is not None:
-            args.append(f"--fsize={limits.disk}")
-        if limits.processes is not None:  # per user id: the run's own
-            args.append(f"--nproc={limits.processes}")
+        args = rlimit_options(limits)  # processes per user id: the run's own
         prlimit = (self._found or {}).get("prlimit")
         if prlimit is None:
             wanted = [n for n in ("cpu_time", "open_files", "processes") if getattr(asked, n)]

@@ -34,7 +34,6 @@ import asyncio
 import contextlib
 import dataclasses
 import getpass
-import math
 import os
 import posixpath
 import re
@@ -64,7 +63,7 @@ from .._models import Limits
 from .._process import Outcome
 from .._remote import RemoteCalls, Sink, supervise_remote
 from .base import CommandRunEnvironment, EnvironmentStatus
-from .command import Command
+from .command import Command, rlimit_options
 from .sandbox.bwrap import ETC, NETWORK_ETC, VAR
 from .workspace import Workspace
 
@@ -163,7 +162,6 @@ class _Probe:
     tmp: str
     system: tuple[tuple[str, str | None], ...]  # (directory, link target or None)
     bwrap: bool
-    system_name: str
     shown: tuple[str, ...]  # files of /etc and /var a sandboxed program sees
     default_signal: bool  # env --default-signal works
 
@@ -480,7 +478,7 @@ class SSHRunEnvironment(CommandRunEnvironment["SSHWorkspace"]):
                         if not a[0].startswith("{")} | {"prlimit", "bwrap", "env"})  # fmt: skip
         script = f"echo {PROBE}; "  # what a login script printed before it is not read
         script += "".join(f"command -v {shlex.quote(n)} || echo -; " for n in names)
-        script += 'echo "${TMPDIR:-/tmp}"; uname -s; '
+        script += 'echo "${TMPDIR:-/tmp}"; '
         script += "".join(
             f"if [ -L {d} ]; then readlink {d}; elif [ -d {d} ]; then echo /; else echo -; fi; "
             for d in SYSTEM
@@ -496,7 +494,7 @@ class SSHRunEnvironment(CommandRunEnvironment["SSHWorkspace"]):
         lines = output.split("\n")
         if PROBE in lines:
             lines = lines[len(lines) - lines[::-1].index(PROBE) :]
-        fixed = len(names) + 2 + len(SYSTEM) + 2
+        fixed = len(names) + 1 + len(SYSTEM) + 2
         if status != 0 or len(lines) < fixed + 1 or "--" not in lines[fixed:]:
             raise EnvironmentUnavailableError(
                 f"{self.target} did not answer the probe of its tools as a POSIX shell"
@@ -507,14 +505,14 @@ class SSHRunEnvironment(CommandRunEnvironment["SSHWorkspace"]):
             for name, path in zip(names, lines, strict=False)
         }
         rest = lines[len(names) :]
-        tmp, system_name = rest[0].strip() or "/tmp", rest[1].strip()
+        tmp = rest[0].strip() or "/tmp"
         system = tuple(
             (d, None if line.strip() == "/" else line.strip())
-            for d, line in zip(SYSTEM, rest[2 : 2 + len(SYSTEM)], strict=True)
+            for d, line in zip(SYSTEM, rest[1 : 1 + len(SYSTEM)], strict=True)
             if line.strip() != "-"
         )
-        bwrap = rest[2 + len(SYSTEM)].strip() == "bwrap" and found.get("bwrap") is not None
-        default_signal = rest[3 + len(SYSTEM)].strip() == "yes"
+        bwrap = rest[1 + len(SYSTEM)].strip() == "bwrap" and found.get("bwrap") is not None
+        default_signal = rest[2 + len(SYSTEM)].strip() == "yes"
         listed = lines[fixed:]
         shown = tuple(line for line in listed[: listed.index("--")] if line.startswith("/"))
         if self.sandbox and not bwrap:
@@ -529,7 +527,7 @@ class SSHRunEnvironment(CommandRunEnvironment["SSHWorkspace"]):
 
             found = {name: path if seen(path) else None for name, path in found.items()}
         return _Probe(programs=found, tmp=tmp, system=system, bwrap=bwrap,
-                      system_name=system_name, shown=shown,
+                      shown=shown,
                       default_signal=default_signal)  # fmt: skip
 
     # -- readiness -------------------------------------------------------------------------
@@ -589,18 +587,7 @@ class SSHRunEnvironment(CommandRunEnvironment["SSHWorkspace"]):
 
         :raises InvalidOptionsError: when a limit is asked and the remote has no prlimit.
         """
-        args = []
-        if limits.cpu_time is not None:
-            seconds = math.ceil(limits.cpu_time)  # SIGXCPU at the limit, SIGKILL a second on
-            args.append(f"--cpu={seconds}:{seconds + 1}")
-        if limits.open_files is not None:
-            args.append(f"--nofile={limits.open_files}")
-        if limits.disk is not None:
-            args.append(f"--fsize={limits.disk}")
-        if limits.processes is not None:
-            args.append(f"--nproc={limits.processes}")
-        if limits.memory is not None:
-            args.append(f"--as={limits.memory}")
+        args = rlimit_options(limits, memory="--as")
         if not args:
             return []
         prlimit = self._probe.programs.get("prlimit") if self._probe else None
@@ -687,13 +674,9 @@ class SSHRunEnvironment(CommandRunEnvironment["SSHWorkspace"]):
         with anyio.CancelScope(shield=True):
             await self._remove_workspaces()
             if self._conn is not None and not self._conn.is_closed():
-                prefix = f"^{MARKER}=" + re.escape(self.instance) + r"\."
+                runs = _pattern(MARKER, self.instance, below=True)
                 with contextlib.suppress(RunEnvironmentError):
-                    await self._control(
-                        'for i in 1 2 3 4 5; do p=$(grep -lsz -- "$1" /proc/[0-9]*/environ'
-                        ' | cut -d/ -f3); [ -n "$p" ] || exit 0; kill -KILL $p; done',
-                        prefix, timeout=30,
-                    )  # fmt: skip
+                    await self._control(f'{_KILL} k "$1"', runs, timeout=30)
             async with self._connecting:
                 await self._disconnect()
             self._probe = None

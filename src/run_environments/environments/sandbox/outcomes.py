@@ -4,7 +4,6 @@ means once bubblewrap and the cgroup have had their say."""
 from __future__ import annotations
 
 import dataclasses
-import math
 import resource
 from typing import Any
 
@@ -12,7 +11,7 @@ from ..._errors import InvalidOptionsError
 from ..._models import Limits
 from ..._process import Outcome
 from ..._signals import signal_of
-from ..command import Command
+from ..command import Command, rlimit_options
 from . import cgroups
 
 DEFAULT_LIMITS = Limits(
@@ -31,19 +30,10 @@ def limit_argv(prlimit: str | None, limits: Limits, cgroups_in_use: bool) -> lis
     starts (memory and processes too, where no cgroup bounds them)."""
     if prlimit is None:
         return []
-    args = [prlimit]
-    if limits.open_files is not None:
-        args.append(f"--nofile={limits.open_files}")
-    if limits.disk is not None:
-        args.append(f"--fsize={limits.disk}")
-    if limits.cpu_time is not None:
-        seconds = math.ceil(limits.cpu_time)  # SIGXCPU at the limit, SIGKILL a second on
-        args.append(f"--cpu={seconds}:{seconds + 1}")
-    if not cgroups_in_use and limits.memory is not None:
-        args.append(f"--data={limits.memory}")
-    if not cgroups_in_use and limits.processes is not None:
-        args.append(f"--nproc={limits.processes}")
-    return [*args, "--"] if len(args) > 1 else []
+    options = rlimit_options(
+        limits, memory=None if cgroups_in_use else "--data", processes=not cgroups_in_use
+    )
+    return [prlimit, *options, "--"] if options else []
 
 
 def enforceable(limits: Limits) -> Limits:
