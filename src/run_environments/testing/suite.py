@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import abc
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, ClassVar, TypeVar
 
 import anyio
@@ -17,6 +17,7 @@ import pytest
 from run_environments import (
     ExecutionOptions,
     InvalidOptionsError,
+    LanguageUnavailableError,
     LiveInput,
     RunEnvironment,
     UnknownLanguageError,
@@ -72,6 +73,23 @@ class EnvironmentBehaviour(abc.ABC):
         each named; empty when clean. Every environment must say: the suite's cleanup
         tests rely on it."""
 
+    refuses_other_languages: ClassVar[bool] = False
+    """Whether the environment refuses every language beyond :attr:`languages` (with
+    :class:`~run_environments.LanguageUnavailableError`): the tests of those languages
+    then check the refusal, as expected failures, rather than not running."""
+    unsupported: ClassVar[Mapping[str, str]] = {}
+    """Tests of what the environment cannot do, each with the reason: such a test must
+    fail with :class:`~run_environments.LanguageUnavailableError` (the environment's precise
+    refusal), and is reported as an expected failure with the reason; passing, or failing
+    otherwise, fails it."""
+
+    @pytest.fixture(autouse=True)
+    def _declared_unsupported(self, request: pytest.FixtureRequest) -> None:
+        reason = self.unsupported.get(request.node.originalname)
+        if reason is not None:
+            mark = pytest.mark.xfail(raises=LanguageUnavailableError, strict=True, reason=reason)
+            request.applymarker(mark)
+
     def result_environment(self, env: RunEnvironment) -> str:
         """The ``environment`` results report (where the code really ran)."""
         return env.name
@@ -81,7 +99,15 @@ class EnvironmentBehaviour(abc.ABC):
         (none offered: it runs for none, rather than being skipped)."""
         names = getattr(metafunc.function, "languages", None)
         if names is not None:
-            metafunc.parametrize("language", [n for n in names if n in self.languages])
+            offered: list[Any] = [n for n in names if n in self.languages]
+            if self.refuses_other_languages:
+                refused = pytest.mark.xfail(
+                    raises=LanguageUnavailableError, strict=True, reason="not offered here"
+                )
+                offered += [
+                    pytest.param(n, marks=refused) for n in names if n not in self.languages
+                ]
+            metafunc.parametrize("language", offered)
 
     # -- every language -------------------------------------------------------------------
     @_over(PROGRAMS)
@@ -487,7 +513,8 @@ class EnvironmentBehaviour(abc.ABC):
     async def test_nothing_left_behind_after_cleanup(self, env: RunEnvironment) -> None:
         await env.execute("print('ok')")
         await env.execute("import time; time.sleep(60)", timeout=0.5)
-        await env.execute("sleep 100 & echo started", language="bash")
+        if "bash" in self.languages:  # a process left running in the background
+            await env.execute("sleep 100 & echo started", language="bash")
         await env.cleanup()
         assert await self.leftovers(env) == []
         assert await env.is_ready()  # still usable after cleanup
