@@ -123,6 +123,17 @@ async def sandboxed(make: Callable[..., SSHRunEnvironment]) -> AsyncIterator[SSH
         yield env
 
 
+def test_importing_the_environment_warns_of_nothing() -> None:
+    # asyncssh names cryptography's deprecated DSA types at import; a user running with
+    # warnings as errors (or reading stderr) must not meet that
+    subprocess.run(
+        [sys.executable, "-W", "error", "-c", "import run_environments.environments.ssh"],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+
+
 # -- connecting ---------------------------------------------------------------------------
 async def test_a_changed_host_key_is_refused(
     make: Callable[..., SSHRunEnvironment], sshd: Server, tmp_path: pathlib.Path
