@@ -33,3 +33,4 @@ bench: setup
 	$(PY) bench/bench_local.py
 	$(PY) bench/bench_sandbox.py
 	$(PY) bench/bench_server.py
+	$(PY) bench/bench_serverless.py

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -30,6 +30,23 @@ def process_state(pid: int) -> str:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
     except OSError:
         return "gone"
+
+
+def processes_whose_environment(has: Callable[[list[bytes]], bool]) -> list[str]:
+    """Live processes (not zombies) whose environment (``NAME=value`` entries) ``has``
+    says yes to, each named."""
+    found = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/environ", "rb") as fh:
+                environ = fh.read().split(b"\0")
+        except OSError:
+            continue
+        if has(environ) and process_state(int(entry.name)) not in ("gone", "Z", "X"):
+            found.append(f"process {entry.name}")
+    return found
 
 
 def is_running(pid: int) -> bool:

@@ -12,6 +12,7 @@ Everything the package raises derives from :class:`RunEnvironmentError`::
      ├── ServiceError                 a remote service refused or failed a request
      │    ├── AuthenticationError     the credentials were missing or wrong
      │    ├── HostKeyError            an SSH server's host key is unknown or changed
+     │    ├── PlatformTimeoutError    a serverless function was stopped by its platform's time limit
      │    ├── RateLimitError          too many requests: retry after ``retry_after`` seconds
      │    └── UnreachableError        the service could not be reached, or the connection dropped
      └── ExecutionFailed              raised by ``ExecutionResult.check()`` on a failed result
@@ -88,6 +89,11 @@ class AuthenticationError(ServiceError):
 
 class HostKeyError(ServiceError):
     """An SSH server's host key is not one the known hosts trust: unknown, or changed."""
+
+
+class PlatformTimeoutError(ServiceError):
+    """A serverless function was stopped by its platform's own time limit before it answered
+    (the run's ``timeout`` is enforced inside the function, well before that limit)."""
 
 
 class RateLimitError(ServiceError):

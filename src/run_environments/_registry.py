@@ -14,7 +14,15 @@ from .environments.base import RunEnvironment
 
 GROUP = "run_environments.environments"
 
-_EXTRAS = {"e2b": "e2b", "docker": "docker", "ssh": "ssh", "ray": "ray", "remote": "remote"}
+_EXTRAS = {
+    "e2b": "e2b",
+    "docker": "docker",
+    "ssh": "ssh",
+    "ray": "ray",
+    "remote": "remote",
+    "lambda": "aws",
+    "cloud-functions": "gcp",
+}
 """Built-in environments whose dependencies come with an extra of this distribution."""
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import inspect
 import json
 import os
@@ -22,48 +21,14 @@ from ._errors import (
     UnknownLanguageError,
     UnreachableError,
 )
-from ._live import LiveInput
 from ._models import ExecutionOptions, ExecutionResult, deliver
 from ._sync import portal
+from ._wire import request_body
 from .environments.base import check_code, merge_options
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 MARGIN = 30.0
 """Seconds a response may take beyond the run's own time limits."""
-
-
-def request_body(code: str, options: ExecutionOptions, environment: str | None) -> dict[str, Any]:
-    """The JSON body of ``POST /v1/execute`` for ``code`` and ``options``.
-
-    :raises InvalidOptionsError: for a :class:`LiveInput`, which a request cannot carry.
-    """
-    if isinstance(options.stdin, LiveInput):
-        raise InvalidOptionsError(
-            "the remote environment takes stdin as text or bytes, not input written while"
-            " the program runs"
-        )
-    texts = {p: c for p, c in options.files.items() if isinstance(c, str)}
-    blobs = {p: c for p, c in options.files.items() if isinstance(c, bytes)}
-    body: dict[str, Any] = {
-        "code": code,
-        "environment": environment,
-        "language": options.language,
-        "timeout": options.timeout,
-        "cwd": options.cwd,
-        "env": dict(options.env),
-        "args": list(options.args),
-        "files": texts,
-        "files_base64": {p: base64.b64encode(c).decode() for p, c in blobs.items()},
-        "max_output_bytes": options.max_output_bytes,
-        "compile_timeout": options.compile_timeout,
-        "fetch_files": list(options.fetch_files),
-        "limits": {k: v for k, v in vars(options.limits).items() if v is not None} or None,
-    }
-    if isinstance(options.stdin, bytes):
-        body["stdin_base64"] = base64.b64encode(options.stdin).decode()
-    else:
-        body["stdin"] = options.stdin
-    return body
 
 
 def _raise_for(response_status: int, data: Any, headers: httpx.Headers | None = None) -> None:

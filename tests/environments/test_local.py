@@ -11,28 +11,15 @@ import pytest
 from run_environments import LanguageUnavailableError, LocalRunEnvironment, RunEnvironment
 from run_environments.environments.local import MARKER
 from run_environments.testing import EnvironmentBehaviour, program
-from tests.helpers import is_running, wait_until_gone
+from tests.helpers import is_running, processes_whose_environment, wait_until_gone
 
 pytestmark = pytest.mark.anyio
 
 
 def marked_processes(value: str) -> list[str]:
     """Live processes whose environment carries ``MARKER=value...``."""
-    found = []
     marker = f"{MARKER}={value}".encode()
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry.name}/environ", "rb") as fh:
-                environ = fh.read().split(b"\0")
-            with open(f"/proc/{entry.name}/stat") as fh:
-                state = fh.read().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if state != "Z" and any(v.startswith(marker) for v in environ):
-            found.append(f"process {entry.name}")
-    return found
+    return processes_whose_environment(lambda environ: any(v.startswith(marker) for v in environ))
 
 
 class TestLocal(EnvironmentBehaviour):

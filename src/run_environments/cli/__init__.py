@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import click
 
+from .deploy import deploy
 from .images import images
 from .info import doctor, languages
 from .run import DEFAULT_ENVIRONMENT, exit_status, run
@@ -26,5 +27,6 @@ main.add_command(languages)
 main.add_command(doctor)
 main.add_command(serve)
 main.add_command(images)
+main.add_command(deploy)
 
 __all__ = ["DEFAULT_ENVIRONMENT", "exit_status", "main"]

@@ -30,6 +30,9 @@ class LocalRunEnvironment(CommandRunEnvironment[HostWorkspace]):
     :param kill_grace: seconds between SIGTERM and SIGKILL when a run is stopped.
     :param path: where interpreters and compilers are looked for (default: ``$PATH``).
     :param python: the Python interpreter (default: the one running this package).
+    :param kill_leftovers: kill every process a run started when the run ends, daemons that
+        left its process group included (by default only a run that was stopped is swept
+        so; a run that ends by itself has its process group killed).
     """
 
     name = "local"
@@ -43,6 +46,7 @@ class LocalRunEnvironment(CommandRunEnvironment[HostWorkspace]):
         kill_grace: float = 0.5,
         path: str | None = None,
         python: str | None = None,
+        kill_leftovers: bool = False,
     ) -> None:
         super().__init__()
         self._inherit_env = inherit_env
@@ -55,6 +59,7 @@ class LocalRunEnvironment(CommandRunEnvironment[HostWorkspace]):
         self._runs = itertools.count()
         self._path = path if path is not None else os.environ.get("PATH", os.defpath)
         self._python = python or sys.executable or None
+        self._kill_leftovers = kill_leftovers
 
     async def _which(self, program: str) -> str | None:
         if program == "{python}":
@@ -97,7 +102,7 @@ class LocalRunEnvironment(CommandRunEnvironment[HostWorkspace]):
                 kill_grace=self._kill_grace,
                 groups=self._groups,
             )
-            stopped = outcome.timed_out
+            stopped = outcome.timed_out or self._kill_leftovers
             return outcome
         finally:
             if stopped:
