@@ -5,13 +5,16 @@ when credentials and a function are given."""
 
 from __future__ import annotations
 
+import http.server
 import json
 import os
 import subprocess
 import sys
 import textwrap
+import threading
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
@@ -22,7 +25,9 @@ from run_environments import (
     LanguageUnavailableError,
     LiveInput,
     PlatformTimeoutError,
+    RateLimitError,
     RunEnvironment,
+    ServiceError,
     UnreachableError,
 )
 from run_environments.environments.serverless.aws_lambda import LambdaRunEnvironment
@@ -44,11 +49,11 @@ def emulator(tmp_path_factory: pytest.TempPathFactory, workspaces: Path) -> Iter
         yield url
 
 
-def make(url: str, **kwargs: object) -> LambdaRunEnvironment:
+def make(url: str, function: str = "function", **kwargs: object) -> LambdaRunEnvironment:
     """The environment for the emulator: its one function, one invocation at a time (the
     emulator serves one; a deployed function scales out)."""
     settings: dict = {"region": "us-east-1", "max_concurrency": 1, **CREDENTIALS} | kwargs
-    return LambdaRunEnvironment("function", endpoint_url=url, **settings)
+    return LambdaRunEnvironment(function, endpoint_url=url, **settings)
 
 
 class TestLambda(ServerlessBehaviour):
@@ -210,3 +215,68 @@ def test_runenv_run_and_doctor_with_the_lambda_environment(emulator: str) -> Non
     )
     found = {e["name"]: e for e in json.loads(doctor.stdout)["environments"]}
     assert found["lambda"]["ready"], found["lambda"]
+
+
+async def test_a_handler_that_fails_is_a_service_error_naming_its_error(
+    tmp_path: Path, workspaces: Path
+) -> None:
+    (tmp_path / "failing.py").write_text(
+        "def handler(event, context):\n    raise KeyError('no such thing')\n"
+    )
+    with lambda_emulator(tmp_path, workspaces, handler="failing.handler") as url:
+        async with make(url) as env:
+            with pytest.raises(ServiceError, match="failed: KeyError: 'no such thing'"):
+                await env.execute("print(1)")
+
+
+class LambdaAPI(http.server.BaseHTTPRequestHandler):
+    """Lambda's API as it answers a refused invoke: the status, the error's type in
+    ``X-Amzn-ErrorType`` and a JSON message (what botocore parses)."""
+
+    answers: ClassVar[dict[str, tuple[int, str]]] = {
+        "throttled": (429, "TooManyRequestsException"),
+        "too-large": (413, "RequestTooLargeException"),
+        "missing": (404, "ResourceNotFoundException"),
+        "denied": (403, "AccessDeniedException"),
+    }
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers["Content-Length"]))
+        function = self.path.split("/functions/")[1].split("/")[0]
+        status, kind = self.answers[function]
+        body = json.dumps({"Type": "User", "message": f"refused: {kind}"}).encode()
+        self.send_response(status)
+        self.send_header("X-Amzn-ErrorType", kind)
+        self.send_header("Retry-After", "7")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+async def test_lambda_s_refusals_are_translated() -> None:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), LambdaAPI)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        expected: dict[str, type[Exception]] = {
+            "throttled": RateLimitError,
+            "too-large": InvalidOptionsError,
+            "missing": EnvironmentUnavailableError,
+            "denied": AuthenticationError,
+        }
+        for function, error in expected.items():
+            # one attempt: botocore would retry throttling with backoff
+            async with make(url, function, max_attempts=1) as env:
+                with pytest.raises(
+                    error, match=f"refused: {LambdaAPI.answers[function][1]}"
+                ) as raised:
+                    await env.execute("print(1)")
+            if isinstance(raised.value, RateLimitError):
+                assert raised.value.retry_after == 7
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -53,6 +53,8 @@ class LambdaRunEnvironment(ServerlessRunEnvironment):
     :param max_concurrency: invocations in flight at once (default 16; the function's
         reserved or the account's concurrency is the real bound: past it, Lambda throttles,
         botocore retries, and what still fails is a :class:`RateLimitError`).
+    :param max_attempts: attempts of an invoke that is throttled or meets a passing error
+        (botocore's standard retries, with backoff).
     """
 
     name = "lambda"
@@ -69,8 +71,10 @@ class LambdaRunEnvironment(ServerlessRunEnvironment):
         aws_secret_access_key: str | None = None,
         aws_session_token: str | None = None,
         max_concurrency: int = 16,
+        max_attempts: int = 5,
     ) -> None:
         super().__init__(max_concurrency=max_concurrency)
+        self.max_attempts = max_attempts
         self.function = function or os.environ.get("RUNENV_LAMBDA_FUNCTION") or ""
         self.region = region
         self.profile = profile
@@ -102,7 +106,7 @@ class LambdaRunEnvironment(ServerlessRunEnvironment):
                 config = botocore.config.Config(
                     read_timeout=MAX_READ,
                     connect_timeout=10,
-                    retries={"mode": "standard", "max_attempts": 5},
+                    retries={"mode": "standard", "max_attempts": self.max_attempts},
                     max_pool_connections=self.max_concurrency,
                 )
                 try:
@@ -164,7 +168,8 @@ class LambdaRunEnvironment(ServerlessRunEnvironment):
             data = json.loads(text)
         except ValueError:
             data = None
-        if response.get("FunctionError") or data is None:
+        failed = isinstance(data, dict) and "errorMessage" in data  # the emulator's way
+        if response.get("FunctionError") or data is None or failed:
             message = data.get("errorMessage", text) if isinstance(data, dict) else text
             kind = data.get("errorType", "") if isinstance(data, dict) else ""
             timed_out = _TIMED_OUT.search(str(message))
