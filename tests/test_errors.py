@@ -16,6 +16,7 @@ OTHERS = {
     ("run_environments", "AttributeError"): "the module attribute protocol (__getattr__)",
     ("run_environments", "ImportError"): "an import of a name whose extra is missing",
     ("run_environments.cli.common", "Failure"): "a ClickException: click exits with it",
+    ("run_environments.cli.deploy", "Failure"): "a ClickException: click exits with it",
     ("run_environments.cli.images", "Failure"): "a ClickException: click exits with it",
     ("run_environments.cli.run", "Failure"): "a ClickException: click exits with it",
     ("run_environments.cli.serve", "Failure"): "a ClickException: click exits with it",
@@ -25,6 +26,8 @@ OTHERS = {
     ("run_environments.server.e2b_envd", "ConnectError"): "connectrpc answers it",
     ("run_environments.server.sandboxfusion", "ValueError"): "pydantic turns it into a 422",
     ("run_environments.environments.e2b", "error"): "the caller's own callback exception",
+    ("run_environments.environments.wasm.guest", "ValueError"): "inside Pyodide, to the guest"
+    " (time.sleep's own error)",
     # raised and caught inside the package, never out of it
     ("run_environments._workspace", "OSError"): "callers translate it (describe())",
     ("run_environments._offload", "OverBudget"): "soon() catches it",

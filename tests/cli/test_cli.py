@@ -130,12 +130,15 @@ def test_languages_table() -> None:
     assert done.returncode == 0
     lines = [line for line in done.stdout.splitlines() if "│" in line or "┃" in line]
     header = [cell.strip() for cell in lines[0].split("┃")[1:-1]]
-    assert header == ["language", "aliases", "local", "sandbox"]
+    assert header == ["language", "aliases", "local", "sandbox", "wasm"]
     rows = {cells[0]: cells for cells in
             ([c.strip() for c in line.split("│")[1:-1]] for line in lines[1:])}  # fmt: skip
-    assert rows["python"][2:] == ["yes", "yes"] and rows["ruby"][2:] == ["yes", "yes"]
-    # docker is ready where a daemon answers at the default socket (not on these machines)
-    assert re.search(r"not ready here: (docker, )?e2b, remote", done.stdout), done.stdout
+    assert rows["python"][2:] == ["yes", "yes", "yes"]
+    assert rows["ruby"][2:] == ["yes", "yes", "no"]  # wasm: Python and JavaScript only
+    # docker is ready where a daemon answers at the default socket (not on these machines);
+    # the others need a key, a host, a function or a server
+    said = r"not ready here: cloud-functions, (docker, )?e2b, lambda, remote, ssh"
+    assert re.search(said, done.stdout), done.stdout
 
 
 def test_doctor_reports_ready_environments(tmp_path: Path) -> None:

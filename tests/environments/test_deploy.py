@@ -142,3 +142,24 @@ def test_bad_settings_are_refused_before_anything_is_sent(moto: str, aws: dict[s
     done = runenv("deploy", "lambda", "x", "--profile", "no-such-profile", env=aws)
     assert done.returncode == 125
     assert "no-such-profile" in done.stderr
+
+
+@pytest.mark.skipif(
+    not (
+        os.environ.get("GOOGLE_APPLICATION_CREDENTIALS")
+        and os.environ.get("RUNENV_TEST_GCP_PROJECT")
+    ),
+    reason="live test: needs GOOGLE_APPLICATION_CREDENTIALS and RUNENV_TEST_GCP_PROJECT (and"
+    " RUNENV_TEST_GCP_REGION); this machine reaches no Google endpoint",
+)
+def test_live_deploy_to_cloud_functions() -> None:
+    from run_environments.environments.serverless.deploy import deploy_cloud_function
+
+    found = deploy_cloud_function(
+        "runenv-test-executor",
+        project=os.environ["RUNENV_TEST_GCP_PROJECT"],
+        region=os.environ.get("RUNENV_TEST_GCP_REGION", "europe-west1"),
+        timeout=60,
+    )
+    assert found["state"] == "ACTIVE"
+    assert found["url"].startswith("https://")

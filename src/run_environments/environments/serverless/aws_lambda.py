@@ -146,7 +146,8 @@ class LambdaRunEnvironment(ServerlessRunEnvironment):
             try:
                 response, body = await anyio.to_thread.run_sync(call, abandon_on_cancel=True)
             except botocore.exceptions.ClientError as exc:
-                raise self._translated(exc) from None
+                error = self._translated(exc)
+                raise error from None
             except (
                 botocore.exceptions.NoCredentialsError,
                 botocore.exceptions.PartialCredentialsError,

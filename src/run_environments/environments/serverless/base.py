@@ -6,7 +6,7 @@ import abc
 import dataclasses
 import inspect
 import json
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NoReturn
 
 from ..._errors import (
     InvalidOptionsError,
@@ -90,9 +90,8 @@ class ServerlessRunEnvironment(RunEnvironment):
                 raise ServiceError(f"{self.where()} answered a malformed result: {exc}") from None
             return dataclasses.replace(result, environment=self.name)
         self._raise(data, language)
-        raise AssertionError  # not reached
 
-    def _raise(self, data: Any, language: str) -> None:
+    def _raise(self, data: Any, language: str) -> NoReturn:
         error = data.get("error") if isinstance(data, dict) else None
         if not isinstance(error, dict):
             raise ServiceError(f"{self.where()} answered something that is not a result")

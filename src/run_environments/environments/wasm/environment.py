@@ -177,10 +177,7 @@ class WasmRunEnvironment(CommandRunEnvironment[WasmWorkspace]):
             snapshot = ""
             if runtime == "pyodide":
                 making = await anyio.to_thread.run_sync(permission_flags, node)
-                try:
-                    made = await anyio.to_thread.run_sync(install.snapshot, node, making)
-                except RuntimeError as exc:
-                    raise EnvironmentUnavailableError(str(exc)) from exc
+                made = await anyio.to_thread.run_sync(install.snapshot, node, making)
                 snapshot = str(made)
             flags = await anyio.to_thread.run_sync(permission_flags, node, snapshot)
             argv = [

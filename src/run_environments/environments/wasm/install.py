@@ -20,6 +20,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from ..._errors import EnvironmentUnavailableError
+
 HERE = Path(__file__).parent
 RUNNER = HERE / "runner.mjs"
 PACKAGES = {"python": "pyodide", "javascript": "quickjs-emscripten"}
@@ -117,7 +119,8 @@ def snapshot(node_path: str, flags: list[str]) -> Path:
     """Pyodide's memory snapshot with the guest driver loaded (made on first use, in about
     three seconds; a restore takes a tenth of that).
 
-    :raises RuntimeError: when Node.js could not make it (its output is in the message).
+    :raises EnvironmentUnavailableError: when Node.js could not make it (its output is in
+        the message).
     """
     key = _digest(RUNNER, HERE / "guest.py")
     path = home() / f"pyodide-{version('pyodide')}-{key}.snapshot"
@@ -131,5 +134,7 @@ def snapshot(node_path: str, flags: list[str]) -> Path:
         clean = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8"}
         done = subprocess.run(argv, capture_output=True, text=True, timeout=300, env=clean)
         if done.returncode != 0 or not path.is_file():
-            raise RuntimeError(f"making Pyodide's snapshot failed: {done.stderr[-2000:]}")
+            raise EnvironmentUnavailableError(
+                f"making Pyodide's snapshot failed: {done.stderr[-2000:]}"
+            )
     return path

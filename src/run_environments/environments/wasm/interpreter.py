@@ -26,6 +26,7 @@ import anyio.lowlevel
 from anyio.abc import Process
 from anyio.streams.buffered import BufferedByteReceiveStream
 
+from ..._errors import EnvironmentUnavailableError
 from ..._remote import RemoteCalls, Sink
 from . import install
 
@@ -80,7 +81,7 @@ def _permission_option(node_path: str) -> str:
     return _PERMISSION[node_path]
 
 
-class GuestError(Exception):
+class GuestError(EnvironmentUnavailableError):
     """An interpreter that failed to start or broke its protocol."""
 
 
