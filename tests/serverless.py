@@ -84,10 +84,13 @@ def lambda_emulator(
     timeout: int = 300,
     handler: str | None = None,
     path: str | None = None,
+    package: Path | None = None,
 ) -> Iterator[str]:
     """The emulator serving ``handler`` (default: the executor) as function ``function``,
     with a function timeout of ``timeout`` seconds (and ``path`` as its PATH); yields its
-    endpoint URL."""
+    endpoint URL. With ``package`` (the deployed zip, unpacked where uid 65534 reaches), it
+    runs as a deployed function does: as an unprivileged user (uid 65534), the package's
+    code on the system's Python, only awslambdaric taken from here."""
     port, api = free_port(), free_port()
     env = (
         _base_env(workspaces)
@@ -103,6 +106,11 @@ def lambda_emulator(
         "--runtime-api-address", f"127.0.0.1:{api}",
         sys.executable, "-m", "awslambdaric", handler or deploy.HANDLER,
     ]  # fmt: skip
+    if package is not None:
+        site = next(p for p in sys.path if p.endswith("site-packages"))
+        env["PYTHONPATH"] = f"{package}:{site}"
+        argv[argv.index(sys.executable)] = "/usr/bin/python3"
+        argv = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *argv]
     with _started(argv, port, directory, env):
         yield f"http://127.0.0.1:{port}"
 

@@ -6,12 +6,16 @@ when credentials and a function are given."""
 from __future__ import annotations
 
 import http.server
+import io
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import textwrap
 import threading
+import zipfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import ClassVar
@@ -31,6 +35,7 @@ from run_environments import (
     UnreachableError,
 )
 from run_environments.environments.serverless.aws_lambda import LambdaRunEnvironment
+from run_environments.environments.serverless.deploy import build_package
 from tests.serverless import ServerlessBehaviour, free_port, lambda_emulator, leftovers_of
 
 pytestmark = pytest.mark.anyio
@@ -280,3 +285,38 @@ async def test_lambda_s_refusals_are_translated() -> None:
     finally:
         server.shutdown()
         server.server_close()
+
+
+@pytest.fixture
+def shared_directory() -> Iterator[Path]:
+    """A directory uid 65534 can reach (pytest's own are root's alone)."""
+    directory = Path(tempfile.mkdtemp(prefix="runenv-lambda-"))
+    directory.chmod(0o755)
+    yield directory
+    shutil.rmtree(directory)
+
+
+async def test_the_deployed_package_as_an_unprivileged_user_keeps_the_function_s_secrets(
+    shared_directory: Path,
+) -> None:
+    # As on Lambda: the package's own code, run by a user without privileges, whose
+    # runtime's variables hold the role's credentials; a program (the same user) must not
+    # read them from /proc, and the ones it is given do not include them.
+    package = shared_directory / "package"
+    zipfile.ZipFile(io.BytesIO(build_package())).extractall(package)
+    workspaces = shared_directory / "workspaces"
+    workspaces.mkdir(mode=0o777)
+    workspaces.chmod(0o777)
+    code = (
+        "import os\n"
+        "print(sorted(k for k in os.environ if k.startswith('AWS')))\n"
+        "try:\n"
+        "    print(open(f'/proc/{os.getppid()}/environ', 'rb').read()[:20])\n"
+        "except PermissionError as exc:\n"
+        "    print('refused', exc.errno, os.getuid())\n"
+    )
+    with lambda_emulator(shared_directory, workspaces, package=package) as url:
+        async with make(url) as env:
+            result = await env.execute(code)
+    assert result.stdout == "[]\nrefused 13 65534\n", result
+    assert await leftovers_of(workspaces) == []

@@ -17,9 +17,11 @@ the JSON of :func:`~run_environments._wire.request_body` (plus ``filename``), or
 from __future__ import annotations
 
 import contextvars
+import ctypes
 import dataclasses
 import json
 import os
+import sys
 import time
 from typing import Any
 
@@ -65,12 +67,20 @@ class FunctionEnvironment(LocalRunEnvironment):
 
 
 _environment: FunctionEnvironment | None = None
+PR_SET_DUMPABLE = 4
 
 
 def environment() -> FunctionEnvironment:
-    """The instance's environment (made once, reused by the invocations it serves)."""
+    """The instance's environment (made once, reused by the invocations it serves).
+
+    Made first, it also makes this process undumpable: programs run as the function's own
+    user, and would otherwise read its ``/proc`` files (``environ`` holds a Lambda role's
+    credentials) or trace it. The programs themselves are not affected (the flag is reset
+    by ``execve``)."""
     global _environment
     if _environment is None:
+        if sys.platform == "linux":
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
         _environment = FunctionEnvironment()
     return _environment
 
