@@ -159,8 +159,8 @@ async def leftovers_of(workspaces: Path) -> list[str]:
 
 
 class ServerlessBehaviour(EnvironmentBehaviour):
-    """The shared suite for an environment that invokes the executor, whose workspaces are
-    made below ``self.workspaces``."""
+    """The shared suite for an environment that invokes the executor without streaming its
+    answer (Lambda), whose workspaces are made below ``self.workspaces``."""
 
     live_input = False  # a request carries its stdin whole: each module checks the refusal
     workspaces: Path

@@ -11,6 +11,7 @@ import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import anyio
 import httpx
 import pytest
 
@@ -23,7 +24,8 @@ from run_environments import (
     UnreachableError,
 )
 from run_environments.environments.serverless.gcf import CloudFunctionsRunEnvironment
-from tests.serverless import ServerlessBehaviour, free_port, functions_framework, leftovers_of
+from run_environments.testing import EnvironmentBehaviour
+from tests.serverless import free_port, functions_framework, leftovers_of
 
 pytestmark = pytest.mark.anyio
 
@@ -39,8 +41,17 @@ def function_url(tmp_path_factory: pytest.TempPathFactory, workspaces: Path) -> 
         yield url
 
 
-class TestCloudFunctions(ServerlessBehaviour):
-    """The shared suite over HTTP to functions-framework (cancelling: see ServerlessBehaviour)."""
+class TestCloudFunctions(EnvironmentBehaviour):
+    """The shared suite, unchanged, over HTTP to functions-framework: output streams as the
+    program writes (NDJSON), and a request cancelled stops its run in the function."""
+
+    live_input = False  # a request carries its stdin whole: see the refusal below
+
+    async def leftovers(self, env: RunEnvironment) -> list[str]:
+        with anyio.move_on_after(10):  # the function notices a client that left at once
+            while left := await leftovers_of(self.workspaces):
+                await anyio.sleep(0.1)
+        return left
 
     @pytest.fixture
     async def env(self, function_url: str, workspaces: Path) -> AsyncIterator[RunEnvironment]:

@@ -15,7 +15,7 @@ from ..._errors import (
     ServiceError,
     SpawnError,
 )
-from ..._models import ExecutionOptions, ExecutionResult, deliver
+from ..._models import CompileResult, ExecutionOptions, ExecutionResult, deliver
 from ..._wire import request_body
 from ..base import EnvironmentStatus, LanguageSupport, RunEnvironment, check_code, merge_options
 
@@ -26,10 +26,10 @@ MARGIN = 30.0
 class ServerlessRunEnvironment(RunEnvironment):
     """Runs each execution as one invocation of a deployed executor function.
 
-    Output reaches ``on_stdout``/``on_stderr`` when the invocation answers, not while the
-    program runs; input written while it runs is refused (a request carries its stdin
-    whole). Cancelling an execute abandons the invocation: the function still runs the
-    program to its timeout (no platform can stop one invocation).
+    Where the function cannot answer as the program runs (:attr:`streams`), output reaches
+    ``on_stdout``/``on_stderr`` when the invocation answers, and cancelling an execute
+    abandons the invocation (the function runs the program on to its timeout). Input
+    written while the program runs is refused (a request carries its stdin whole).
 
     :param max_concurrency: invocations in flight at once (the function's concurrency); an
         abandoned invocation keeps its place until the function answers it.
@@ -68,12 +68,14 @@ class ServerlessRunEnvironment(RunEnvironment):
                 f"the request is {len(payload)} bytes as JSON; {self.where()} takes at most"
                 f" {self.max_request_bytes} (send smaller files)"
             )
-        data = await self._invoke(payload, options.timeout + options.compile_timeout + MARGIN)
-        result = self._result(data, options.language)
+        wait = options.timeout + options.compile_timeout + MARGIN
+        if self.streams and (options.on_stdout or options.on_stderr or options.on_compile):
+            body["stream"] = True
+            data = await self._invoke_streaming(json.dumps(body).encode(), wait, options)
+            return self._result(data, options.language)
+        result = self._result(await self._invoke(payload, wait), options.language)
         if options.on_compile is not None and result.compile is not None:
-            returned = options.on_compile(result.compile)
-            if inspect.isawaitable(returned):
-                await returned
+            await on_compile(options, result.compile)
         for text, callback in (
             (result.stdout, options.on_stdout),
             (result.stderr, options.on_stderr),
@@ -81,6 +83,17 @@ class ServerlessRunEnvironment(RunEnvironment):
             if callback is not None and text:
                 await deliver(callback, text)
         return result
+
+    streams: ClassVar[bool] = False
+    """Whether the function can answer as the program runs (:meth:`_invoke_streaming`);
+    otherwise the callbacks get the output when it answers."""
+
+    async def _invoke_streaming(
+        self, payload: bytes, wait: float, options: ExecutionOptions
+    ) -> Any:
+        """Like :meth:`_invoke`, for a request asking for a stream: the output goes to the
+        options' callbacks as it arrives; returns the last line (the result or error)."""
+        raise NotImplementedError
 
     def _result(self, data: Any, language: str) -> ExecutionResult:
         if isinstance(data, dict) and isinstance(data.get("result"), dict):
@@ -142,3 +155,11 @@ def retry_after(value: str | None) -> float:
         return max(float(value), 0.0) if value is not None else 1.0
     except ValueError:
         return 1.0
+
+
+async def on_compile(options: ExecutionOptions, compiled: CompileResult) -> None:
+    """Call the options' ``on_compile`` (awaited when it is a coroutine function)."""
+    if options.on_compile is not None:
+        returned = options.on_compile(compiled)
+        if inspect.isawaitable(returned):
+            await returned

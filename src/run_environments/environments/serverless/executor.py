@@ -21,8 +21,11 @@ import ctypes
 import dataclasses
 import json
 import os
+import queue
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import anyio
@@ -85,13 +88,15 @@ def environment() -> FunctionEnvironment:
     return _environment
 
 
-async def answer(request: object, seconds_left: float | None) -> dict[str, Any]:
+async def answer(request: object, seconds_left: float | None, **callbacks: Any) -> dict[str, Any]:
     """The answer to one request, given the seconds the function has left (None: no limit
-    known)."""
+    known); ``callbacks`` (``on_stdout``, ``on_stderr``, ``on_compile``) are the run's."""
     try:
         if isinstance(request, dict) and request.get("action") == "status":
             return {"status": await _status()}
         code, options = parse_request(request)
+        if callbacks:
+            options = options.replace(**callbacks)
         if seconds_left is not None:
             _deadline.set(time.monotonic() + max(seconds_left - RESERVE, 0.0))
         result = await environment().execute(code, options)
@@ -144,8 +149,9 @@ def handler(event: Any, context: Any) -> Any:
     return json.loads(bounded(anyio.run(answer, event, left), LAMBDA_RESPONSE_BYTES))
 
 
-def http(request: Any) -> tuple[str, int, dict[str, str]]:
-    """Google Cloud Functions' entry point (a Flask request)."""
+def http(request: Any) -> Any:
+    """Google Cloud Functions' entry point (a Flask request). A request with
+    ``"stream": true`` is answered with NDJSON as the program runs (see :func:`stream`)."""
     limit = os.environ.get("RUNENV_FUNCTION_TIMEOUT")  # set by ``runenv deploy``
     started = time.monotonic()
     try:
@@ -154,5 +160,66 @@ def http(request: Any) -> tuple[str, int, dict[str, str]]:
         data = _error(InvalidOptionsError("the request body must be a JSON object"))
         return json.dumps(data), 400, {"Content-Type": "application/json"}
     left = float(limit) - (time.monotonic() - started) if limit else None
+    if isinstance(body, dict) and body.pop("stream", False) is True:
+        import flask  # the platform's framework
+
+        return flask.Response(stream(body, left), mimetype="application/x-ndjson")
     text = bounded(anyio.run(answer, body, left), CLOUD_FUNCTIONS_RESPONSE_BYTES)
     return text, 200, {"Content-Type": "application/json"}
+
+
+HEARTBEAT = 0.5
+"""Seconds between empty lines of a silent stream: writing them is how a client that went
+away is noticed (its run is then cancelled, its processes killed)."""
+
+
+def stream(body: object, seconds_left: float | None) -> Iterator[str]:
+    """The answer as NDJSON lines, ``{"stdout": text}`` and ``{"stderr": text}`` as the
+    program writes (``{"compile": ...}`` when a compile step ends), empty lines while it is
+    silent, then ``{"result": ...}`` or
+    ``{"error": ...}``. The run is in a thread of its own; closing the iterator (the client
+    went away) cancels it."""
+    events: queue.Queue[tuple[str, Any]] = queue.Queue()
+    gone = threading.Event()
+
+    async def run() -> dict[str, Any]:
+        data = _error(RunEnvironmentError("the client went away: the run was stopped"))
+        async with anyio.create_task_group() as tg:
+
+            async def watch() -> None:  # its thread ends when the stream does
+                await anyio.to_thread.run_sync(gone.wait, abandon_on_cancel=True)
+                tg.cancel_scope.cancel()
+
+            tg.start_soon(watch)
+            data = await answer(
+                body,
+                seconds_left,
+                on_stdout=lambda text: events.put(("stdout", text)),
+                on_stderr=lambda text: events.put(("stderr", text)),
+                on_compile=lambda compiled: events.put(("compile", compiled.to_dict())),
+            )
+            tg.cancel_scope.cancel()
+        return data
+
+    def work() -> None:
+        try:
+            events.put(("end", anyio.run(run)))
+        except Exception as exc:  # a failure of the executor itself, said to the client
+            events.put(("end", _error(exc)))
+
+    worker = threading.Thread(target=work, name="runenv-stream", daemon=True)
+    worker.start()
+    try:
+        while True:
+            try:
+                kind, value = events.get(timeout=HEARTBEAT)
+            except queue.Empty:
+                yield "\n"
+                continue
+            if kind == "end":
+                yield bounded(value, CLOUD_FUNCTIONS_RESPONSE_BYTES) + "\n"
+                return
+            yield json.dumps({kind: value}) + "\n"
+    finally:
+        gone.set()
+        worker.join()

@@ -4,9 +4,12 @@ serves it."""
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import anyio
@@ -21,7 +24,8 @@ from ..._errors import (
     ServiceError,
     UnreachableError,
 )
-from .base import ServerlessRunEnvironment, retry_after
+from ..._models import CompileResult, ExecutionOptions, deliver
+from .base import ServerlessRunEnvironment, on_compile, retry_after
 
 TOKEN_LIFE = 50 * 60.0
 """Seconds an identity token is used before a new one is fetched (Google's last an hour)."""
@@ -88,7 +92,9 @@ class CloudFunctionsRunEnvironment(ServerlessRunEnvironment):
             self._fetched = (token, time.monotonic() + TOKEN_LIFE)
             return token
 
-    async def _invoke(self, payload: bytes, wait: float) -> Any:
+    streams = True
+
+    async def _headers(self) -> dict[str, str]:
         if not self.url:
             raise EnvironmentUnavailableError(
                 "no function to call: give CloudFunctionsRunEnvironment(url=...) or set"
@@ -100,14 +106,54 @@ class CloudFunctionsRunEnvironment(ServerlessRunEnvironment):
         headers = {"Content-Type": "application/json"}
         if token:
             headers["Authorization"] = f"Bearer {token}"
+        return headers
+
+    @property
+    def http(self) -> httpx.AsyncClient:
         if self._http is None:
             limits = httpx.Limits(max_connections=self.max_concurrency)
             self._http = httpx.AsyncClient(limits=limits, follow_redirects=False)
-        try:
-            response = await self._http.post(
+        return self._http
+
+    async def _invoke(self, payload: bytes, wait: float) -> Any:
+        headers = await self._headers()
+        with self._translated(wait):
+            response = await self.http.post(
                 self.url, content=payload, headers=headers, timeout=httpx.Timeout(30, read=wait)
             )
-        except httpx.ReadTimeout:
+        return self._answer(response)
+
+    async def _invoke_streaming(
+        self, payload: bytes, wait: float, options: ExecutionOptions
+    ) -> Any:
+        headers = await self._headers()
+        with self._translated(wait), anyio.fail_after(wait):
+            async with self.http.stream(
+                "POST", self.url, content=payload, headers=headers, timeout=httpx.Timeout(30)
+            ) as response:
+                if response.status_code != 200:
+                    await response.aread()
+                    return self._answer(response)
+                async for line in response.aiter_lines():
+                    if not line:
+                        continue  # the function's heartbeat while the program is silent
+                    item = json.loads(line)
+                    if "stdout" in item and options.on_stdout is not None:
+                        await deliver(options.on_stdout, item["stdout"])
+                    elif "stderr" in item and options.on_stderr is not None:
+                        await deliver(options.on_stderr, item["stderr"])
+                    elif "compile" in item:
+                        await on_compile(options, CompileResult.from_dict(item["compile"]))
+                    elif "result" in item or "error" in item:
+                        return item
+        raise UnreachableError(f"{self.where()}: the stream ended before the result")
+
+    @contextlib.contextmanager
+    def _translated(self, wait: float) -> Iterator[None]:
+        """httpx's failures (and an overall wait that ran out) as the package's errors."""
+        try:
+            yield
+        except (httpx.ReadTimeout, TimeoutError):
             raise UnreachableError(f"{self.where()} did not answer within {wait:g} s") from None
         except httpx.RemoteProtocolError as exc:
             raise UnreachableError(
@@ -116,7 +162,8 @@ class CloudFunctionsRunEnvironment(ServerlessRunEnvironment):
             ) from None
         except httpx.HTTPError as exc:
             raise UnreachableError(f"{self.where()}: {exc or type(exc).__name__}") from None
-        return self._answer(response)
+        except ValueError as exc:  # a line that is not JSON
+            raise ServiceError(f"{self.where()} answered something that is not JSON") from exc
 
     def _answer(self, response: httpx.Response) -> Any:
         status = response.status_code
