@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import os
 import shutil
 import signal
@@ -20,6 +21,7 @@ from pathlib import Path
 import docker
 
 from run_environments.images import TEST_LANGUAGES, build_image, image_tag, packages_for
+from tests.helpers import is_running
 
 CACHE = Path(os.environ.get("RUNENV_TEST_CACHE", "/var/cache/run-environments"))
 """Where the built image is kept between test sessions (as an exported tar)."""
@@ -43,14 +45,18 @@ def _answers(host: str) -> bool:
 
 
 @contextlib.contextmanager
-def _service(name: str, argv: list[str], host: str, run: Path, **env: str) -> Iterator[None]:
+def _service(
+    name: str, argv: list[str], host: str, run: Path, *also: Path, **env: str
+) -> Iterator[None]:
     """Run a daemon until ``host`` answers, then until the block ends: stopped by its PID
-    (SIGTERM, then SIGKILL), its log in ``run``."""
+    (SIGTERM, then SIGKILL), its log in ``run``. ``run/owner`` names this session, the
+    daemon and the directories ``also`` to remove, for :func:`sweep_abandoned`."""
     with (run / "log").open("wb") as log:
         process = subprocess.Popen(
             argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             env={**os.environ, **env},
         )  # fmt: skip
+    (run / "owner").write_text(json.dumps([os.getpid(), process.pid, [str(p) for p in also]]))
     try:
         deadline = time.monotonic() + 60
         while not _answers(host):
@@ -67,9 +73,37 @@ def _service(name: str, argv: list[str], host: str, run: Path, **env: str) -> It
             process.wait()
 
 
+def sweep_abandoned() -> None:
+    """Stop the daemons of test sessions that were killed before they could (by the PIDs
+    their ``owner`` files name, checked against the daemon's command line), and remove
+    their directories."""
+    for run in [*Path("/run").glob("runenv-dockerd-*"), *Path("/run").glob("runenv-podman-*")]:
+        try:
+            session, pid, also = json.loads((run / "owner").read_text())
+        except (OSError, ValueError):
+            continue  # being set up, or not ours
+        if is_running(session):
+            continue
+        try:
+            ours = str(run).encode() in Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            ours = False
+        if ours:
+            os.kill(pid, signal.SIGTERM)
+            deadline = time.monotonic() + 30
+            while is_running(pid) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        subprocess.run(["umount", "-R", str(run / "exec")], capture_output=True, check=False)
+        for directory in (run, *map(Path, also)):
+            shutil.rmtree(directory, ignore_errors=True)
+
+
 @contextlib.contextmanager
 def daemon() -> Iterator[str]:
-    """The address of a running Docker daemon, started here when none answers."""
+    """The address of a running Docker daemon, started here when none answers (after
+    sweeping away what killed sessions left)."""
     for host in (os.environ.get("DOCKER_HOST"), "unix:///var/run/docker.sock"):
         if host and _answers(host):
             yield host
@@ -77,6 +111,7 @@ def daemon() -> Iterator[str]:
     dockerd = shutil.which("dockerd")
     if dockerd is None or os.geteuid() != 0:
         raise RuntimeError("no Docker daemon answers, and this session cannot start one")
+    sweep_abandoned()
     run = Path(tempfile.mkdtemp(prefix="runenv-dockerd-", dir="/run"))
     data = Path(tempfile.mkdtemp(prefix="runenv-dockerd-", dir="/var/lib"))
     host = f"unix://{run}/docker.sock"
@@ -84,7 +119,7 @@ def daemon() -> Iterator[str]:
             "--data-root", str(data), "--exec-root", str(run / "exec"),
             "--pidfile", str(run / "docker.pid")]  # fmt: skip
     try:
-        with _service("dockerd", argv, host, run):
+        with _service("dockerd", argv, host, run, data):
             yield host
     finally:
         subprocess.run(["umount", "-R", str(run / "exec")], capture_output=True, check=False)
@@ -190,6 +225,7 @@ def podman() -> Iterator[str]:
     program = shutil.which("podman")
     if program is None or os.geteuid() != 0:
         raise RuntimeError("podman is not installed (scripts/setup installs it), or not root")
+    sweep_abandoned()
     run = Path(tempfile.mkdtemp(prefix="runenv-podman-", dir="/run"))
     host = f"unix://{run}/podman.sock"
     # conmon keeps an exec's session (its exit code) this long after it ends, then goes:
