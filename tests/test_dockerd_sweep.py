@@ -19,10 +19,12 @@ def test_a_killed_session_s_daemon_is_stopped_and_its_directories_removed() -> N
     session = subprocess.Popen(["true"])
     session.wait()  # a session that is gone
     live = subprocess.Popen(["sleep", "300"])  # a session still running
-    daemon = subprocess.Popen(["sleep", "300", str(run)], start_new_session=True)
+    daemon = subprocess.Popen(["sh", "-c", "sleep 300", str(run)], start_new_session=True)
     other = Path(tempfile.mkdtemp(prefix="runenv-podman-", dir="/run"))
-    kept = subprocess.Popen(["sleep", "300", str(other)], start_new_session=True)
+    kept = subprocess.Popen(["sh", "-c", "sleep 300", str(other)], start_new_session=True)
     try:
+        assert is_running(daemon.pid)
+        assert is_running(kept.pid)
         (run / "owner").write_text(json.dumps([session.pid, daemon.pid, [str(data)]]))
         (other / "owner").write_text(json.dumps([live.pid, kept.pid, []]))
         sweep_abandoned()
