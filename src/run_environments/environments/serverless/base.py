@@ -93,7 +93,7 @@ class ServerlessRunEnvironment(RunEnvironment):
     ) -> Any:
         """Like :meth:`_invoke`, for a request asking for a stream: the output goes to the
         options' callbacks as it arrives; returns the last line (the result or error)."""
-        raise NotImplementedError
+        raise InvalidOptionsError(f"{self.where()} cannot answer as the program runs")
 
     def _result(self, data: Any, language: str) -> ExecutionResult:
         if isinstance(data, dict) and isinstance(data.get("result"), dict):
