@@ -49,8 +49,9 @@ def _wait_for(port: int, process: subprocess.Popen[bytes], log: Path, within: fl
 @contextlib.contextmanager
 def _started(argv: list[str], port: int, directory: Path, env: dict[str, str]) -> Iterator[int]:
     log = directory / f"server-{port}.log"
-    if argv[0] != "setpriv" and shutil.which("setpriv"):  # dies with a killed session
-        argv = ["setpriv", "--pdeathsig", "KILL", *argv]
+    setpriv = shutil.which("setpriv")  # the server dies with a test session that is killed
+    if setpriv is not None and Path(argv[0]).name != "setpriv":
+        argv = [setpriv, "--pdeathsig", "KILL", *argv]
     with open(log, "wb") as out:
         process = subprocess.Popen(
             argv, cwd=directory, env=env, stdout=out, stderr=subprocess.STDOUT,
@@ -113,7 +114,8 @@ def lambda_emulator(
         site = next(p for p in sys.path if p.endswith("site-packages"))
         env["PYTHONPATH"] = f"{package}:{site}"
         argv[argv.index(sys.executable)] = "/usr/bin/python3"
-        argv = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+        argv = [shutil.which("setpriv") or "setpriv", "--reuid=65534", "--regid=65534",
+                "--clear-groups",
                 "--pdeathsig", "KILL", *argv]  # fmt: skip
     with _started(argv, port, directory, env):
         yield f"http://127.0.0.1:{port}"
