@@ -62,6 +62,11 @@ class ServerlessRunEnvironment(RunEnvironment):
         body = request_body(check_code(code), options)
         del body["environment"]
         body["filename"] = options.filename
+        streaming = self.streams and bool(
+            options.on_stdout or options.on_stderr or options.on_compile
+        )
+        if streaming:
+            body["stream"] = True
         payload = json.dumps(body).encode()
         if len(payload) > self.max_request_bytes:
             raise InvalidOptionsError(
@@ -69,9 +74,8 @@ class ServerlessRunEnvironment(RunEnvironment):
                 f" {self.max_request_bytes} (send smaller files)"
             )
         wait = options.timeout + options.compile_timeout + MARGIN
-        if self.streams and (options.on_stdout or options.on_stderr or options.on_compile):
-            body["stream"] = True
-            data = await self._invoke_streaming(json.dumps(body).encode(), wait, options)
+        if streaming:
+            data = await self._invoke_streaming(payload, wait, options)
             return self._result(data, options.language)
         result = self._result(await self._invoke(payload, wait), options.language)
         if options.on_compile is not None and result.compile is not None:
