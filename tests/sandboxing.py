@@ -34,7 +34,7 @@ def held(env: SandboxRunEnvironment | None) -> set[int]:
     """Processes of the sandboxes that ``env`` holds started ahead, by design."""
     roots = set()
     if env is not None:
-        roots = {s.pid for s in env.held() if s.pid is not None}
+        roots = {s.pid for s in (*env.held(), *env.servers()) if s.pid is not None}
     found: set[int] = set()
     parents = _parents()
     for pid in parents:
@@ -83,7 +83,7 @@ async def sandbox_leftovers(env: SandboxRunEnvironment, tmp: Path) -> list[str]:
     await env.settle()  # set-ups and disposals under way
     left = await eventually_no_processes(env)
     ahead = env.held()
-    slots = {s.slot for s in ahead}
+    slots = {s.slot for s in (*ahead, *env.servers())}
     cgroup_dirs = {s.cgroup for s in ahead if s.cgroup is not None}
     cgroups = []
     support = cgroup_support.detect()
@@ -106,9 +106,17 @@ def shared_tmp() -> Iterator[Path]:
     shutil.rmtree(path)
 
 
-@pytest.fixture
-async def sandbox(shared_tmp: Path) -> AsyncIterator[SandboxRunEnvironment]:
-    async with SandboxRunEnvironment(tmp_dir=str(shared_tmp)) as env:
+@pytest.fixture(params=["cold", "warm"])
+async def sandbox(
+    request: pytest.FixtureRequest, shared_tmp: Path
+) -> AsyncIterator[SandboxRunEnvironment]:
+    """The sandbox two ways: every run in a sandbox of its own (``warm=False``), and Python
+    runs through a fork server that is ready before the first run."""
+    warm = request.param == "warm"
+    async with SandboxRunEnvironment(tmp_dir=str(shared_tmp), warm=warm) as env:
+        if warm:
+            assert await env.warm_up() == 1
         yield env
     assert not env.held()
+    assert not env.servers()
     assert await sandbox_leftovers(env, shared_tmp) == []

@@ -29,9 +29,15 @@ pytestmark = pytest.mark.anyio
 IO_URING_SETUP = 425  # the same number on every architecture
 
 
-@pytest.fixture(params=[False, True], ids=["no-network", "network"])
+@pytest.fixture(
+    params=[(False, False), (True, False), (False, True), (True, True)],
+    ids=["no-network-cold", "network-cold", "no-network-warm", "network-warm"],
+)
 async def either(request: pytest.FixtureRequest, shared_tmp: Path) -> AsyncIterator:
-    async with SandboxRunEnvironment(tmp_dir=str(shared_tmp), network=request.param) as env:
+    network, warm = request.param
+    async with SandboxRunEnvironment(tmp_dir=str(shared_tmp), network=network, warm=warm) as env:
+        if warm:
+            assert await env.warm_up() == 1
         yield env
     assert await sandbox_leftovers(env, shared_tmp) == []
 

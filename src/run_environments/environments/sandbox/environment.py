@@ -30,6 +30,8 @@ from .launch import Sandbox, move_entries
 from .launcher import Launcher, LongLived
 from .outcomes import DEFAULT_LIMITS, enforceable, too_late, translate
 from .pool import Pool, Shape
+from .warm import Warm
+from .warm import default_size as warm_default_size
 from .workspaces import Execution, Executions
 
 SHELL = get_language("bash")
@@ -79,6 +81,12 @@ class SandboxRunEnvironment(CommandRunEnvironment[Execution]):
         each workspace), as on a machine without usable cgroup controllers.
     :param identities: when running as root, the host uids (and gids) the executions run
         as, one each; none of them may belong to an account of this machine.
+    :param warm: run Python programs (``python3 script args``) through fork servers that
+        have the interpreter started and common modules imported: each run still gets fresh
+        namespaces, a fresh ``/tmp``, ``/dev/shm``, ``/proc`` and workspace, its own cgroup,
+        no capabilities and the seccomp filter (needs cgroups).
+    :param warm_size: fork servers at most (default: two per core); each holds an identity.
+    :param warm_idle: seconds a fork server may stay idle before it is stopped.
     """
 
     name = "sandbox"
@@ -96,6 +104,9 @@ class SandboxRunEnvironment(CommandRunEnvironment[Execution]):
         prestart: bool = True,
         cgroups: bool = True,
         identities: range = DEFAULT_RANGE,
+        warm: bool = True,
+        warm_size: int | None = None,
+        warm_idle: float = 60.0,
     ) -> None:
         super().__init__()
         self.network = network
@@ -127,6 +138,23 @@ class SandboxRunEnvironment(CommandRunEnvironment[Execution]):
             cgroups_in_use=self._cgroups is not None,
         )
         self._groups = ProcessGroups()
+        python = shutil.which("python3", path=bubblewrap.PATH)
+        self._warm = (
+            Warm(
+                home=self._home,
+                executions=self._executions,
+                keeper=self._keeper,
+                network=network,
+                python=python,
+                env=self._base_env(),
+                size=warm_default_size() if warm_size is None else warm_size,
+                groups=self._groups,
+                kill_grace=kill_grace,
+                idle=warm_idle,
+            )
+            if warm and python is not None and not self._mount_workspaces
+            else None
+        )
         self._pool = Pool(
             self._start_ahead, lambda sandbox: self._launcher.dispose(sandbox, back_to=None)
         )
@@ -151,6 +179,8 @@ class SandboxRunEnvironment(CommandRunEnvironment[Execution]):
             self._launcher.static = await off_loop(
                 bubblewrap.probe_static_arguments, self._bwrap, self.network
             )
+            if self._warm is not None:
+                self._warm.static = self._launcher.static
             workspace = await self._workspace()
             try:
                 probe = self._command(
@@ -201,10 +231,14 @@ class SandboxRunEnvironment(CommandRunEnvironment[Execution]):
         problem = await self._check()
         if problem is not None:
             raise EnvironmentUnavailableError(f"the sandbox cannot run here: {problem}")
-        env = {"PATH": bubblewrap.PATH, "HOME": workspace.path, "LANG": "C.UTF-8", "TMPDIR": "/tmp",
-               "NODE_PATH": bubblewrap.NODE_PATH}  # fmt: skip
+        env = self._base_env()
         env.update(command.env)
         return await self._sandboxed(dataclasses.replace(command, env=env), workspace)
+
+    @staticmethod
+    def _base_env() -> dict[str, str]:
+        return {"PATH": bubblewrap.PATH, "HOME": bubblewrap.WORKDIR, "LANG": "C.UTF-8",
+                "TMPDIR": "/tmp", "NODE_PATH": bubblewrap.NODE_PATH}  # fmt: skip
 
     async def _sandboxed(
         self, command: Command, execution: Execution, prestart: bool = True
@@ -219,8 +253,14 @@ class SandboxRunEnvironment(CommandRunEnvironment[Execution]):
         )
         # The first stage may take a sandbox started ahead, and its identity; a later stage
         # (the run after a compile step) runs as the identity the first one had.
-        first = execution.user is None
         binds = execution.binds()  # areas beyond the workspace: a sandbox of its own
+        warm = self._warm is not None and self._warm.fits(command, shape.cwd)
+        if warm and prestart and execution.user is None and not binds:
+            assert self._warm is not None
+            outcome = await self._warm.run(command, execution, shape.limits)
+            if outcome is not None:
+                return outcome
+        first = execution.user is None
         ahead = first and not binds
         sandbox = await self._pool.claim(shape, command.remaining()) if ahead else None
         if sandbox is not None:
@@ -260,8 +300,10 @@ class SandboxRunEnvironment(CommandRunEnvironment[Execution]):
             )
         finally:
             usage = await self._launcher.dispose(sandbox, back_to=execution.host)
-        if prestart and self.prestart and not binds:
-            self._pool.prestart(shape)  # after the run, so that it does not compete with it
+        if prestart and self.prestart and not binds and not warm:
+            # (after the run, so that it does not compete with it; a shape that runs warm
+            # has its fork servers instead)
+            self._pool.prestart(shape)
         if not sandbox.made:
             message = outcome.stderr.decode(errors="replace").strip()
             raise EnvironmentUnavailableError(f"the sandbox did not start: {message}")
@@ -327,17 +369,47 @@ class SandboxRunEnvironment(CommandRunEnvironment[Execution]):
             for s in self._pool.held.values()
         )
 
+    def servers(self) -> tuple[HeldSandbox, ...]:
+        """The fork servers of warm runs (see ``warm``), idle or serving a run."""
+        if self._warm is None:
+            return ()
+        return tuple(
+            HeldSandbox(
+                pid=s.process.pid if s.process is not None else None, slot=s.slot, cgroup=None
+            )
+            for s in self._warm.servers
+        )
+
+    async def warm_up(self, servers: int = 1, timeout: float = 30) -> int:
+        """Start fork servers for warm runs until ``servers`` are ready (at most the pool's
+        size) or ``timeout`` passes; how many are ready. Runs start them as they come too:
+        this only saves the first runs the wait."""
+        if self._warm is None or await self._check() is not None:
+            return 0
+        with anyio.move_on_after(timeout):
+            return await self._warm.warm_up(servers)
+        return len(self._warm.servers)
+
+    @property
+    def warm_runs(self) -> int:
+        """How many runs fork servers have served."""
+        return self._warm.runs if self._warm is not None else 0
+
     async def settle(self, timeout: float = 10) -> bool:
         """Wait up to ``timeout`` seconds for the work done in the background (sandboxes
-        being started ahead or disposed of) to end; whether it did."""
+        being started ahead or disposed of, fork servers starting) to end; whether it did."""
         with anyio.move_on_after(timeout):
             await self._pool.settle()
+            if self._warm is not None:
+                await self._warm.settle()
             return True
         return False
 
     async def cleanup(self) -> None:
         """Kill every sandbox still running or started ahead, and remove every workspace,
         slot and cgroup left."""
+        if self._warm is not None:
+            await self._warm.close()
         await self._pool.close()
         self._groups.kill_all()
         await self._keeper.close()
@@ -347,6 +419,8 @@ class SandboxRunEnvironment(CommandRunEnvironment[Execution]):
 
     def close_now(self) -> None:
         """:meth:`cleanup` for when no event loop runs (at interpreter exit)."""
+        if self._warm is not None:
+            self._warm.close_now()
         self._pool.close_now()
         self._groups.kill_all()
         with contextlib.suppress(OSError):

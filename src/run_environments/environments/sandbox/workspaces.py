@@ -43,6 +43,8 @@ class Execution(Workspace):
         self.directories: list[str] = []
         self.areas: dict[str, Area] = {}
         self.user: tuple[int, int] | None = None
+        self.lent = False
+        """Whether ``user`` is a warm server's, lent for one run (it keeps it)."""
         self.mounted = False
         self._owner = owner
 
@@ -150,7 +152,7 @@ class Executions:
         for area in execution.areas.values():
             await soon(remove_tree, area.host)
         await soon(remove_tree, execution.host)
-        if self._open.pop(execution.host, None) is not None:
+        if self._open.pop(execution.host, None) is not None and not execution.lent:
             self.release(execution.user)
 
     async def close_all(self) -> None:
