@@ -5,7 +5,7 @@ A run of ``python3 script args`` in the workspace (no compile stage, no areas be
 workspace, no variable that changes how the interpreter starts) is handed to an idle server;
 the run's pipes are passed over the server's control socket and supervised here as any other
 program's. Each server holds one identity of the environment for its life and a directory
-of its own on the host (bound at ``/.runs``), where each run's files are moved in before and
+of its own on the host (bound at ``/tmp``, where each run mounts its own ``/tmp``), where each run's files are moved in before and
 out after, into a directory made for that run alone. Every other run, and every run that
 finds no idle server soon enough, goes the cold way (a sandbox of its own).
 
@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import math
 import os
 import resource
@@ -26,7 +27,6 @@ import socket
 import struct
 import subprocess
 import time
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +51,11 @@ STARTUP = 30.0
 """Seconds a server may take to start."""
 STARTUP_VARIABLES = ("PYTHON", "LC_", "LANG")
 """Prefixes of variables that change how the interpreter starts: such runs go the cold way."""
+UNBUFFERED = ("PYTHONUNBUFFERED", "1")
+"""What streaming runs set (see the language table): the server gives the program unbuffered
+standard streams, as the interpreter would."""
 _CREDENTIALS = struct.calcsize("3i")
+_log = logging.getLogger(__name__)
 
 
 def default_size() -> int:
@@ -75,50 +79,67 @@ class _Pipes:
 
 
 class _Run(_Child):
-    """A warm run as supervision sees it: the init of its PID namespace, whose end the
-    server's runner reports on the control socket (which stands in for a pidfd)."""
+    """A warm run as supervision sees it: its runner (a pidfd), which reports the status of
+    the init of the run's PID namespace on the control socket just before it exits; a kill
+    goes to the run's cgroup and to that init."""
 
-    def __init__(self, server: Server, pid: int, pidfd: int, pipes: _Pipes,
+    def __init__(self, server: Server, ahead: Ahead, pidfds: tuple[int, int], pipes: _Pipes,
                  cgroup: _cgroups.RunCgroup | None) -> None:  # fmt: skip
         self.proc = pipes  # type: ignore[assignment]
-        self.pid = pid
+        self.pid = ahead.pids["init"]
         self.server = server
-        self.init_fd = pidfd
+        self.ahead = ahead
+        self.pidfd: int | None = pidfds[0]
+        self.init_fd: int | None = pidfds[1]
         self.cgroup = cgroup
-        self.pidfd = server.channel.fileno()
         self.deliver = self._deliver
 
     def _deliver(self, _pid: int, sig: int) -> None:
         if sig == signal.SIGKILL:
             if self.cgroup is not None:
                 self.cgroup.kill()
-            with contextlib.suppress(ProcessLookupError, OSError):
-                signal.pidfd_send_signal(self.init_fd, signal.SIGKILL)
+            if self.init_fd is not None:
+                with contextlib.suppress(ProcessLookupError, OSError):
+                    signal.pidfd_send_signal(self.init_fd, signal.SIGKILL)
         elif self.cgroup is not None:  # the init ignores it; its program may not
             _signal_all(_members(self.cgroup), sig)
 
-    async def exited(self) -> None:
-        await anyio.wait_readable(self.server.channel)
-
     def reap(self) -> tuple[int, resource.struct_rusage]:
         if self.proc.returncode is None:
-            message = self.server.take()
-            status = message.get("status") if message else None
+            self.server.collect()  # the status was sent before the init's end
+            status = self.ahead.said.get("status")
             self.proc.returncode = status if isinstance(status, int) else -signal.SIGKILL
-            if message is None or "status" not in message:
-                self.server.broken = True
         return self.proc.returncode, resource.struct_rusage((0.0, 0.0) + (0,) * 14)
 
     def running(self) -> bool:
         return self.proc.returncode is None
 
     def close(self) -> None:
-        if self.init_fd >= 0:
-            os.close(self.init_fd)
-            self.init_fd = -1
+        for fd in (self.pidfd, self.init_fd):
+            if fd is not None:
+                os.close(fd)
+        self.pidfd = None
+        self.init_fd = None
         for pipe in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
             if pipe is not None:
                 pipe.close()
+
+
+class Ahead:
+    """A run set up ahead in a server: its directory and what its processes said."""
+
+    def __init__(self, number: int, place: str) -> None:
+        self.number = number
+        self.place = place
+        self.pids: dict[str, int] = {}
+        self.said: dict[str, Any] = {}
+        self.socket: socket.socket | None = None
+        """The program's own socket, where its run is sent."""
+
+    def close(self) -> None:
+        if self.socket is not None:
+            self.socket.close()
+            self.socket = None
 
 
 class Server:
@@ -133,67 +154,106 @@ class Server:
         self.process: subprocess.Popen[bytes] | None = None
         self.broken = False
         self.keeps_user = True
-        self.pids: dict[str, int] = {}
-        """The pids of the run set up ahead (``init``, ``program``), as they say them."""
+        self.said: dict[str, Any] = {}
+        """What the server itself said (``ready``)."""
+        self.runs: dict[int, Ahead] = {}
+        """The runs set up or under way, by number."""
+        self.ahead: Ahead | None = None
+        """The run set up for the next request."""
+        self.numbers = 0
         self.idle_since = time.monotonic()
 
     # -- messages ------------------------------------------------------------------------
-    def take(self) -> dict[str, Any] | None:
-        """The next message if one is there (its sender's pid as ``pid``); None at the end
-        of the server's side or if none is waiting."""
-        try:
-            data, ancillary, _, _ = self.channel.recvmsg(1 << 16, socket.CMSG_SPACE(_CREDENTIALS))
-        except (BlockingIOError, InterruptedError):
-            return None
-        except OSError:
-            self.broken = True
-            return None
-        if not data:
-            self.broken = True
-            return None
-        message: dict[str, Any] = json.loads(data)
+    def collect(self) -> None:
+        """Take every message waiting, each to the run it is about (a program's socket
+        with it); at the end of the server's side, the server is broken."""
+        while not self.broken:
+            try:
+                data, ancillary, _, _ = self.channel.recvmsg(
+                    1 << 16, socket.CMSG_SPACE(_CREDENTIALS) + socket.CMSG_SPACE(4)
+                )
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                self.broken = True
+                return
+            if not data:
+                self.broken = True
+                return
+            self._file(json.loads(data), ancillary)
+
+    def _file(self, message: dict[str, Any], ancillary: list[tuple[int, int, bytes]]) -> None:
+        pid = None
+        fds: list[int] = []
         for level, kind, payload in ancillary:
             if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS:
-                message["pid"] = struct.unpack("3i", payload[:_CREDENTIALS])[0]
-        return message
+                pid = struct.unpack("3i", payload[:_CREDENTIALS])[0]
+            elif level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                fds += struct.unpack(f"{len(payload) // 4}i", payload[: len(payload) // 4 * 4])
+        run = self.runs.get(message.get("id", -1)) if isinstance(message, dict) else None
+        for fd in fds[1:] if run is not None and "program" in message else fds:
+            os.close(fd)  # nothing else is sent with a descriptor
+        if run is None:
+            if isinstance(message, dict) and "id" not in message:
+                self.said.update(message)
+            return
+        if "program" in message and fds:
+            run.socket = socket.socket(fileno=fds[0])
+            run.socket.setblocking(False)
+        for role in ("runner", "init", "program"):
+            if role in message and pid is not None:
+                run.pids[role] = pid
+        run.said.update(message)
 
-    async def receive(self, timeout: float) -> dict[str, Any]:
-        """The next message within ``timeout``.
+    async def wait(self, ready: Any, timeout: float) -> None:
+        """Wait until ``ready()`` (messages collected meanwhile) or ``timeout`` passes.
 
-        :raises EnvironmentUnavailableError: if the server is gone or says what failed.
+        :raises EnvironmentUnavailableError: if the server is gone or says what failed, or
+            does not answer in time.
         """
         with anyio.move_on_after(max(timeout, 0.001)):
             while True:
-                message = self.take()
-                if message is not None:
-                    if "error" in message:
-                        self.broken = True
-                        raise EnvironmentUnavailableError(f"warm run failed: {message['error']}")
-                    return message
+                self.collect()
+                errors = [run.said["error"] for run in self.runs.values() if "error" in run.said]
+                if errors or "error" in self.said:
+                    self.broken = True
+                    error = errors[0] if errors else self.said["error"]
+                    raise EnvironmentUnavailableError(f"warm run failed: {error}")
+                if ready():
+                    return
                 if self.broken:
                     raise EnvironmentUnavailableError("the warm server ended")
                 await anyio.wait_readable(self.channel)
         self.broken = True
         raise EnvironmentUnavailableError(f"the warm server did not answer within {timeout:g} s")
 
-    def send(self, message: dict[str, Any], fds: Sequence[int] = ()) -> None:
-        data = json.dumps(message).encode()
-        ancillary = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, struct.pack(f"{len(fds)}i", *fds))]
+    def send(self, message: dict[str, Any]) -> None:
         try:
-            self.channel.sendmsg([data], ancillary if fds else [])
+            self.channel.send(json.dumps(message).encode())
         except OSError as exc:
             self.broken = True
             raise EnvironmentUnavailableError(f"the warm server is gone: {exc}") from None
 
+    def prepare(self, network: bool, budget: object = None) -> None:
+        """Have the next run set up: its directory made, the server told (blocking, brief)."""
+        self.numbers += 1
+        ahead = Ahead(self.numbers, f"run-{self.numbers}")
+        _make_place(os.path.join(self.slot, ahead.place), self.user)
+        self.runs[ahead.number] = self.ahead = ahead
+        self.send({"prepare": {"id": ahead.number, "place": ahead.place, "network": network}})
+
+    def forget(self, ahead: Ahead) -> None:
+        ahead.close()
+        self.runs.pop(ahead.number, None)
+
     # -- life ------------------------------------------------------------------------------
     def spawn(self, static: list[str], python: str, env: dict[str, str], sizes: int) -> None:
-        """Start bubblewrap with the server in it (blocking: for a worker thread)."""
+        """Start bubblewrap with the server in it (blocking, as briefly as any spawn)."""
         passwd = bubblewrap.data_fd(bubblewrap.PASSWD.encode())
         group = bubblewrap.data_fd(bubblewrap.GROUP.encode())
         control = self._theirs.fileno()
-        argv = [*_keep_capabilities(static), "--size", str(sizes), "--tmpfs", "/tmp",
-                "--size", str(sizes), "--tmpfs", "/dev/shm", "--dir", bubblewrap.WORKDIR,
-                "--bind", self.slot, "/.runs", "--chdir", "/",
+        argv = [*_keep_capabilities(static), "--size", str(sizes), "--tmpfs", "/dev/shm", "--dir", bubblewrap.WORKDIR,
+                "--bind", self.slot, "/tmp", "--chdir", "/",
                 "--ro-bind-data", str(passwd), "/etc/passwd",
                 "--ro-bind-data", str(group), "/etc/group"]  # fmt: skip
         for name, value in env.items():
@@ -216,6 +276,8 @@ class Server:
     def stop(self) -> None:
         """Kill the server and everything it runs, and reap it (blocking, but brief)."""
         self.broken = True
+        for ahead in list(self.runs.values()):
+            self.forget(ahead)
         if self.process is not None and self.process.returncode is None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.process.pid, signal.SIGKILL)
@@ -282,7 +344,7 @@ class Warm:
         if argv[1].startswith("-") or cwd not in (bubblewrap.WORKDIR, "/tmp"):
             return False
         return all(
-            self.env.get(name) == value
+            self.env.get(name) == value or (name, value) == UNBUFFERED
             for name, value in command.env.items()
             if name.startswith(STARTUP_VARIABLES)
         )
@@ -347,10 +409,12 @@ class Warm:
             if user is not None:
                 os.chown(server.slot, *user)
             self.servers.add(server)
-            await off_loop(server.spawn, self.static, self.python, self.env, 1 << 20)
+            # On this thread, as every sandbox: bubblewrap dies with the thread that started
+            # it (--die-with-parent), and a worker thread may end before the server.
+            server.spawn(self.static, self.python, self.env, 1 << 20)
             server.send({"seccomp": seccomp.compile_filter(self.network).hex()})
-            await server.receive(STARTUP)
-            self._prepare(server)
+            await server.wait(lambda: "ready" in server.said, STARTUP)
+            server.prepare(self.network)
         except Exception:
             if server is not None:
                 await self._retire(server)
@@ -411,7 +475,8 @@ class Warm:
         self.busy += 1
         try:
             return await self._run(server, command, execution, limits)
-        except _NotStarted:
+        except _NotStarted as exc:
+            _log.warning("a warm run did not start (%s); it goes the cold way", exc)
             # The server is broken; its identity goes with the files to the cold run.
             server.keeps_user, execution.lent = False, False
             return None
@@ -422,65 +487,64 @@ class Warm:
     async def _run(
         self, server: Server, command: Command, execution: Execution, limits: Any
     ) -> Outcome:
+        ahead = server.ahead
+        if ahead is None or server.broken:
+            raise _NotStarted("no run is set up")
         execution.user, execution.lent = server.user, True
         await soon(self.executions.prepare, execution, limits)
-        place = os.path.join(server.slot, "run")
+        place = os.path.join(server.slot, ahead.place)
         cgroup = None
         try:
             await soon(move_entries, execution.host, place)
             cgroup = self.keeper.new(limits)
-            outcome = await self._supervised(server, command, limits, cgroup)
+            outcome = await self._supervised(server, ahead, command, limits, cgroup)
             usage = cgroup.usage() if cgroup is not None else None
         finally:
             if cgroup is not None:
                 self._spawn(self.keeper.retire(cgroup))
+            server.forget(ahead)
             with anyio.CancelScope(shield=True):
                 await soon(move_entries, place, execution.host)
                 await soon(remove_tree, place)
-                if not server.broken:
-                    try:
-                        await soon(self._prepare, server)
-                    except OSError:
-                        server.broken = True
         self.runs += 1
         return translate(outcome, usage)
 
-    def _prepare(self, server: Server, budget: object = None) -> None:
-        """Make the next run's directory and have the server set that run up."""
-        _make_place(os.path.join(server.slot, "run"), server.user)
-        server.pids.clear()
-        server.send({"prepare": {"network": self.network}})
-
-    async def _supervised(self, server: Server, command: Command, limits: Any,
+    async def _supervised(self, server: Server, ahead: Ahead, command: Command, limits: Any,
                           cgroup: _cgroups.RunCgroup | None) -> Outcome:  # fmt: skip
         at = time.perf_counter()
         try:
-            with anyio.fail_after(min(max(command.remaining(), 0.001), STARTUP)):
-                while len(server.pids) < 2:
-                    message = await server.receive(STARTUP)
-                    for role in ("init", "program"):
-                        if role in message:
-                            server.pids[role] = message["pid"]
-            for pid in server.pids.values():
+            await server.wait(
+                lambda: len(ahead.pids) == 3 and ahead.socket is not None,
+                min(max(command.remaining(), 0.001), STARTUP),
+            )
+            for role in ("init", "program"):  # the runner stays outside, as bubblewrap
                 if cgroup is not None:
-                    cgroup.attach(pid)
-            pidfd = os.pidfd_open(server.pids["init"])
-        except (EnvironmentUnavailableError, OSError, KeyError, TimeoutError) as exc:
+                    cgroup.attach(ahead.pids[role])
+            pidfds = (os.pidfd_open(ahead.pids["runner"]), os.pidfd_open(ahead.pids["init"]))
+        except (EnvironmentUnavailableError, OSError) as exc:
             server.broken = True
             raise _NotStarted(str(exc)) from exc
         ours, theirs = _pipes(server.user)
         try:
-            server.send(_request(command, limits), theirs)
-        except EnvironmentUnavailableError as exc:
-            for fd in ours:
+            assert ahead.socket is not None
+            data = json.dumps(_request(command, limits)).encode()
+            fds = struct.pack("3i", *theirs)
+            ahead.socket.sendmsg([data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds)])
+        except OSError as exc:
+            for fd in (*ours, *pidfds):
                 os.close(fd)
-            os.close(pidfd)
+            server.broken = True
             raise _NotStarted(str(exc)) from exc
         finally:
             for fd in theirs:
                 os.close(fd)
-        pid = server.pids["init"]
-        run = _Run(server, pid, pidfd, _Pipes(pid, *ours), cgroup)
+        ahead.close()
+        server.ahead = None
+        try:  # the next run is set up while this one runs
+            await soon(server.prepare, self.network)
+        except (OSError, EnvironmentUnavailableError):
+            server.broken = True
+        run = _Run(server, ahead, pidfds, _Pipes(ahead.pids["init"], *ours), cgroup)
         return await supervise(
             Started(run, at),
             timeout=command.remaining(),
@@ -493,7 +557,7 @@ class Warm:
         )
 
 
-def _make_place(path: str, user: tuple[int, int] | None) -> None:
+def _make_place(path: str, user: tuple[int, int] | None, budget: object = None) -> None:
     os.mkdir(path, 0o700)
     if user is not None:
         os.chown(path, *user)

@@ -1,26 +1,29 @@
 """The fork server of warm Python runs; its source is run inside bubblewrap by the sandbox's
 own ``python3 -c`` (standard library only: it never imports this package).
 
-It starts once, imports what programs commonly import, and then serves one run at a time
-over its control socket (a ``SOCK_SEQPACKET`` socket, the descriptor its argument
-names, whose other end the host holds). Each run is set up ahead, as soon as the host has made its
-directory (``prepare``):
+It starts once, imports what programs commonly import, and then serves runs over its
+control socket (a ``SOCK_SEQPACKET`` socket, the descriptor its argument names, whose other
+end the host holds). Each run is set up ahead, as soon as the host has made its directory
+(``prepare``), while the run before it may still be running:
 
 - the server forks a *runner*, which enters fresh mount, PID, IPC and (without the host's
-  network) network namespaces, mounts a fresh ``/tmp`` and ``/dev/shm``, binds the run's own
-  directory (``/.runs/run``) at ``/workspace`` and covers ``/.runs`` with an empty file
-  system, so that no other run's directory is in view;
+  network) network namespaces, binds the run's own directory (``<place>`` in the server's
+  directory of runs, which is at ``/tmp``) at ``/workspace``, and mounts a fresh ``/tmp``
+  (over the directory of runs: no other run's directory is in view) and ``/dev/shm``;
 - the runner forks the *init* of the new PID namespace, which mounts a fresh ``/proc`` and
   forks the *program*; both say who they are (the host learns their pids from the socket's
-  credentials and puts them in the run's cgroup when the run comes);
-- the program receives the run with its three pipes, sizes ``/tmp`` and ``/dev/shm``, takes
-  the pipes as 0, 1 and 2, closes every other descriptor, sets the run's rlimits and
+  credentials and puts them in the run's cgroup when the run comes); the program passes the
+  host a socket of its own, where only its run will come;
+- the program receives the run with its three pipes, sizes ``/tmp`` and ``/dev/shm``, starts
+  a session of its own, takes the pipes as 0, 1 and 2, closes every other descriptor, sets the run's rlimits and
   environment, drops every capability, sets ``no_new_privs``, loads the sandbox's seccomp
   filter and runs the script as ``python3 script args`` would;
-- the init exits with the program's status (128 + N for a signal, as bubblewrap reports it),
-  which takes every process of the namespace with it; the runner reports that status.
+- the init then lets go of the socket and of its capabilities (its program sees it as pid
+  1) and exits with the program's status (128 + N for a signal, as bubblewrap reports it),
+  which takes every process of the namespace with it; the runner reports that status and
+  exits (the host waits for the runner's end).
 
-Messages are JSON objects; the host's request carries the run's three pipes (SCM_RIGHTS).
+Messages are JSON objects, those about a run with its ``id``.
 """
 
 import atexit
@@ -28,6 +31,7 @@ import atexit
 # What programs commonly import, imported once here so that no run pays for it.
 import bisect  # noqa: F401
 import collections  # noqa: F401
+import contextlib
 import copy  # noqa: F401
 import ctypes
 import dataclasses  # noqa: F401
@@ -39,6 +43,7 @@ import gc
 import hashlib  # noqa: F401
 import heapq  # noqa: F401
 import importlib.machinery
+import io
 import itertools  # noqa: F401
 import json
 import math  # noqa: F401
@@ -62,6 +67,7 @@ MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 32, 4096, 0x4000, 1 << 18
 PR_SET_PDEATHSIG, PR_SET_DUMPABLE, PR_CAPBSET_DROP = 1, 4, 24
 PR_SET_NO_NEW_PRIVS, PR_SET_SECCOMP, SECCOMP_MODE_FILTER = 38, 22, 2
 PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL = 47, 4
+PR_SET_MM, PR_SET_MM_MAP = 35, 14
 SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP = 0x8913, 0x8914, 1
 RLIMITS = {"nofile": resource.RLIMIT_NOFILE, "fsize": resource.RLIMIT_FSIZE,
            "cpu": resource.RLIMIT_CPU}  # fmt: skip
@@ -96,13 +102,18 @@ def mount(
     check(libc.mount(source, target, kind, flags, data), f"mount {target.decode()}")
 
 
-def send(message: dict[str, Any]) -> None:
-    CHANNEL.send(json.dumps(message).encode())
+def send(message: dict[str, Any], fds: tuple[int, ...] = ()) -> None:
+    data = json.dumps(message).encode()
+    if fds:
+        ancillary = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, struct.pack(f"{len(fds)}i", *fds))]
+        CHANNEL.sendmsg([data], ancillary)
+    else:
+        CHANNEL.send(data)
 
 
-def receive() -> tuple[Any, list[int]]:
+def receive(channel: socket.socket) -> tuple[Any, list[int]]:
     """A message and the descriptors it carries; None at the end of the host's side."""
-    data, ancillary, _, _ = CHANNEL.recvmsg(1 << 16, socket.CMSG_SPACE(16 * 4))
+    data, ancillary, _, _ = channel.recvmsg(1 << 16, socket.CMSG_SPACE(16 * 4))
     fds: list[int] = []
     for level, kind, payload in ancillary:
         if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
@@ -111,19 +122,19 @@ def receive() -> tuple[Any, list[int]]:
 
 
 # -- the runner: fresh namespaces and mounts ------------------------------------------------
-def enter(network: bool) -> None:
+def enter(network: bool, place: bytes) -> None:
     flags = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC
     if not network:
         flags |= CLONE_NEWNET
     check(libc.unshare(flags), "unshare")
     mount(b"none", b"/", None, MS_REC | MS_PRIVATE)
-    for place in (b"/tmp", b"/dev/shm"):  # sized for the run once it is known
-        mount(b"tmpfs", place, b"tmpfs", MS_NOSUID | MS_NODEV, b"size=4k,mode=1777")
-    mount(b"/.runs/run", b"/workspace", None, MS_BIND)
+    mount(b"/tmp/" + place, b"/workspace", None, MS_BIND)
     mount(b"none", b"/workspace", None, MS_REMOUNT | MS_BIND | MS_NOSUID | MS_NODEV)
-    # The server's mounts are locked in this namespace (it belongs to a nested user
-    # namespace): covered, not unmounted, so that no other run's directory stays in view.
-    mount(b"none", b"/.runs", b"tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, b"size=4k")
+    # Over the server's directory of runs: no other run's directory stays in view (the
+    # server's mounts are locked in this namespace, which belongs to a nested user
+    # namespace, so they are covered rather than unmounted).
+    for point in (b"/tmp", b"/dev/shm"):  # sized for the run once it is known
+        mount(b"tmpfs", point, b"tmpfs", MS_NOSUID | MS_NODEV, b"size=4k,mode=0755")
     if not network:
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
             flags_of = fcntl.ioctl(probe, SIOCGIFFLAGS, struct.pack("16sH", b"lo", 0))
@@ -131,62 +142,106 @@ def enter(network: bool) -> None:
             fcntl.ioctl(probe, SIOCSIFFLAGS, struct.pack("16sH", b"lo", up))
 
 
-def runner(network: bool) -> None:
-    """The runner's life: namespaces, then the init; reports the init's status."""
-    enter(network)
+def runner(prepare: dict[str, Any]) -> None:
+    """The runner's life: namespaces, then the init, until the init ends."""
+    enter(prepare["network"], prepare["place"].encode())
     init = os.fork()
     if init == 0:
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
         try:
-            init_main()
+            init_main(prepare["id"])
         except BaseException as exc:
-            send({"error": f"{type(exc).__name__}: {exc}"})
+            send({"id": prepare["id"], "error": f"{type(exc).__name__}: {exc}"})
         os._exit(125)
+    send({"id": prepare["id"], "runner": True})  # the host waits for our end
     _, status = os.waitpid(init, 0)
-    send({"status": os.waitstatus_to_exitcode(status)})
+    send({"id": prepare["id"], "status": os.waitstatus_to_exitcode(status)})
 
 
 # -- the init of the run's PID namespace ----------------------------------------------------
-def init_main() -> None:
-    libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
+def init_main(run: int) -> None:
     mount(b"proc", b"/proc", b"proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
     program = os.fork()
     if program == 0:
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
         try:
-            program_main()
+            program_main(run)
         except BaseException:
             os._exit(127)
-    send({"init": True})  # the host reads our pid from the credentials
+    send({"id": run, "init": True})  # the host reads our pid from the credentials
+    # From here on the init holds nothing and may do nothing its program may not: the
+    # program can see it (as pid 1) and read what /proc shows of it.
     CHANNEL.close()
+    drop_capabilities()
     while True:  # reap orphans until the program ends; its end ends the namespace
         pid, status = os.wait()
         if pid == program:
             code = os.waitstatus_to_exitcode(status)
-            os._exit(128 - code if code < 0 else code)
+            os._exit(128 - code if code < 0 else code)  # as bubblewrap reports a signal
 
 
 # -- the program ----------------------------------------------------------------------------
-def drop_privileges(bpf: bytes) -> None:
+def drop_capabilities() -> None:
     for cap in range(64):
         libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0)  # past the last one: EINVAL, harmless
     libc.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0)
     header = CapHeader(0x20080522, 0)
     check(libc.capset(ctypes.byref(header), (CapData * 2)()), "capset")
     check(libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "no_new_privs")
+
+
+class MmMap(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_uint64) for name in (
+        "start_code", "end_code", "start_data", "end_data", "start_brk", "brk", "start_stack",
+        "arg_start", "arg_end", "env_start", "env_end", "auxv")] + [
+        ("auxv_size", ctypes.c_uint32), ("exe_fd", ctypes.c_uint32)]  # fmt: skip
+
+
+SHOWN: list[Any] = []
+"""The buffers /proc/self/cmdline and /proc/self/environ show (kept alive)."""
+
+
+def show(argv: list[str], env: dict[str, str]) -> None:
+    """Make /proc/self/cmdline and /proc/self/environ the run's, as after an exec."""
+    arguments = b"".join(os.fsencode(arg) + b"\0" for arg in argv)
+    variables = b"".join(os.fsencode(f"{k}={v}") + b"\0" for k, v in env.items())
+    with open("/proc/self/stat", "rb") as handle:
+        fields = handle.read().rsplit(b")", 1)[1].split()
+    libc.sbrk.restype = ctypes.c_void_p
+    buffers = [ctypes.create_string_buffer(data, len(data)) for data in (arguments, variables)]
+    addresses = [ctypes.addressof(buffer) for buffer in buffers]
+    layout = MmMap(
+        start_code=int(fields[23]), end_code=int(fields[24]), start_data=int(fields[42]),
+        end_data=int(fields[43]), start_brk=int(fields[44]), brk=libc.sbrk(0),
+        start_stack=int(fields[25]), arg_start=addresses[0],
+        arg_end=addresses[0] + len(arguments), env_start=addresses[1],
+        env_end=addresses[1] + len(variables), auxv=0, auxv_size=0, exe_fd=0xFFFFFFFF,
+    )  # fmt: skip
+    check(libc.prctl(PR_SET_MM, PR_SET_MM_MAP, ctypes.byref(layout), ctypes.sizeof(layout), 0),
+          "prctl(PR_SET_MM_MAP)")  # fmt: skip
+    SHOWN[:] = buffers
+
+
+def drop_privileges(bpf: bytes) -> None:
+    drop_capabilities()
     buffer = ctypes.create_string_buffer(bpf)
     program = SockFprog(len(bpf) // 8, ctypes.cast(buffer, ctypes.c_void_p))
     check(libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.byref(program), 0, 0), "seccomp")
 
 
-def program_main() -> None:
-    """Waits, set up, for the run (the host has put it in the run's cgroup), then runs it."""
-    send({"program": True})
-    request, pipes = receive()
+def program_main(run: int) -> None:
+    """Waits, set up, for the run on a socket of its own (the host has put it in the run's
+    cgroup by then), then runs it."""
+    own, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    send({"id": run, "program": True}, (theirs.fileno(),))
+    theirs.close()
+    CHANNEL.close()
+    request, pipes = receive(own)
     if request is None or len(pipes) != 3:
         os._exit(125)
     for place, size in ((b"/tmp", request["tmp_size"]), (b"/dev/shm", request["shm_size"])):
         mount(b"none", place, None, MS_REMOUNT | MS_NOSUID | MS_NODEV, f"size={size}".encode())
+    os.setsid()  # kill(0) reaches this run's processes only, not the server's group
     for target, fd in enumerate(pipes):
         os.dup2(fd, target)
     os.closerange(3, resource.getrlimit(resource.RLIMIT_NOFILE)[0])
@@ -196,6 +251,15 @@ def program_main() -> None:
         resource.setrlimit(RLIMITS[name], tuple(value))
     os.environ.clear()
     os.environ.update(request["env"])
+    os.environ["PWD"] = request["cwd"]  # as bubblewrap sets it
+    show(request["argv"], dict(os.environ))
+    if os.environ.get("PYTHONUNBUFFERED"):  # as the interpreter makes them for -u
+        for fd, name in ((1, "stdout"), (2, "stderr")):
+            old = getattr(sys, name)
+            raw = io.FileIO(fd, "w", closefd=False)
+            new = io.TextIOWrapper(raw, old.encoding, old.errors, write_through=True)
+            setattr(sys, name, new)
+            setattr(sys, f"__{name}__", new)
     drop_privileges(BPF)
     os._exit(python_main(request["argv"]))
 
@@ -265,24 +329,26 @@ def finish(code: int) -> int:
 # -- the server ------------------------------------------------------------------------------
 def serve() -> None:
     global BPF
-    hello, _ = receive()
+    hello, _ = receive(CHANNEL)
     BPF = bytes.fromhex(hello["seccomp"])
     gc.collect()
     gc.freeze()  # what is here stays shared with every fork, untouched by their collections
     send({"ready": True})
     while True:
-        message, _ = receive()  # the host made the next run's directory
+        message, _ = receive(CHANNEL)  # the host made the next run's directory
         if message is None:
             return
         pid = os.fork()
         if pid == 0:
             libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
             try:
-                runner(message["prepare"]["network"])
+                runner(message["prepare"])
             except BaseException as exc:
-                send({"error": f"{type(exc).__name__}: {exc}"})
+                send({"id": message["prepare"]["id"], "error": f"{type(exc).__name__}: {exc}"})
             os._exit(0)
-        os.waitpid(pid, 0)
+        with contextlib.suppress(ChildProcessError):  # runners of runs that ended
+            while os.waitpid(-1, os.WNOHANG)[0]:
+                pass
 
 
 BPF = b""
