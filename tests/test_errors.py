@@ -33,6 +33,8 @@ OTHERS = {
     ("run_environments._offload", "OverBudget"): "soon() catches it",
     ("run_environments.cli.common", "Stopped"): "run_until_signalled catches it",
     ("run_environments.environments.sandbox.mounts", "OSError"): "callers suppress it",
+    ("run_environments.environments.sandbox.zygote", "OSError"): "inside the sandbox: the fork"
+    " server reports it to the host as a message",
 }
 
 

@@ -5,8 +5,9 @@ A run of ``python3 script args`` in the workspace (no compile stage, no areas be
 workspace, no variable that changes how the interpreter starts) is handed to an idle server;
 the run's pipes are passed over the server's control socket and supervised here as any other
 program's. Each server holds one identity of the environment for its life and a directory
-of its own on the host (bound at ``/tmp``, where each run mounts its own ``/tmp``), where each run's files are moved in before and
-out after, into a directory made for that run alone. Every other run, and every run that
+of its own on the host (bound at ``/tmp``, where each run mounts its own ``/tmp``), where
+each run's files are moved in before and out after, into a directory made for that run
+alone. Every other run, and every run that
 finds no idle server soon enough, goes the cold way (a sandbox of its own).
 
 The pool starts servers as runs arrive, up to its size, in the background; one idle for
@@ -252,8 +253,8 @@ class Server:
         passwd = bubblewrap.data_fd(bubblewrap.PASSWD.encode())
         group = bubblewrap.data_fd(bubblewrap.GROUP.encode())
         control = self._theirs.fileno()
-        argv = [*_keep_capabilities(static), "--size", str(sizes), "--tmpfs", "/dev/shm", "--dir", bubblewrap.WORKDIR,
-                "--bind", self.slot, "/tmp", "--chdir", "/",
+        argv = [*_keep_capabilities(static), "--size", str(sizes), "--tmpfs", "/dev/shm",
+                "--dir", bubblewrap.WORKDIR, "--bind", self.slot, "/tmp", "--chdir", "/",
                 "--ro-bind-data", str(passwd), "/etc/passwd",
                 "--ro-bind-data", str(group), "/etc/group"]  # fmt: skip
         for name, value in env.items():

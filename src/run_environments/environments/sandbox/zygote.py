@@ -11,12 +11,13 @@ end the host holds). Each run is set up ahead, as soon as the host has made its 
   directory of runs, which is at ``/tmp``) at ``/workspace``, and mounts a fresh ``/tmp``
   (over the directory of runs: no other run's directory is in view) and ``/dev/shm``;
 - the runner forks the *init* of the new PID namespace, which mounts a fresh ``/proc`` and
-  forks the *program*; both say who they are (the host learns their pids from the socket's
-  credentials and puts them in the run's cgroup when the run comes); the program passes the
-  host a socket of its own, where only its run will come;
+  forks the *program*; runner, init and program say who they are (the host learns their
+  pids from the socket's credentials and puts init and program in the run's cgroup when the
+  run comes); the program passes the host a socket of its own, where only its run will come;
 - the program receives the run with its three pipes, sizes ``/tmp`` and ``/dev/shm``, starts
-  a session of its own, takes the pipes as 0, 1 and 2, closes every other descriptor, sets the run's rlimits and
-  environment, drops every capability, sets ``no_new_privs``, loads the sandbox's seccomp
+  a session of its own, takes the pipes as 0, 1 and 2, closes every other descriptor, sets
+  the run's rlimits and environment (and what /proc shows of its command line and
+  environment), drops every capability, sets ``no_new_privs``, loads the sandbox's seccomp
   filter and runs the script as ``python3 script args`` would;
 - the init then lets go of the socket and of its capabilities (its program sees it as pid
   1) and exits with the program's status (128 + N for a signal, as bubblewrap reports it),
