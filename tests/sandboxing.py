@@ -84,7 +84,7 @@ async def sandbox_leftovers(env: SandboxRunEnvironment, tmp: Path) -> list[str]:
     left = await eventually_no_processes(env)
     ahead = env.held()
     slots = {s.slot for s in (*ahead, *env.servers())}
-    cgroup_dirs = {s.cgroup for s in ahead if s.cgroup is not None}
+    cgroup_dirs = {s.cgroup for s in (*ahead, *env.servers()) if s.cgroup is not None}
     cgroups = []
     support = cgroup_support.detect()
     if support is not None:

@@ -288,6 +288,17 @@ class Keeper:
         except OSError as exc:
             raise EnvironmentUnavailableError(f"cannot create the run's cgroup: {exc}") from exc
 
+    def relimit(self, cgroup: RunCgroup, limits: Limits) -> None:
+        """Set the limits of a cgroup made for other ones (blocking, brief).
+
+        :raises EnvironmentUnavailableError: if they cannot be set.
+        """
+        if self.cgroups is not None:
+            try:
+                self.cgroups._limit(cgroup, limits)
+            except OSError as exc:
+                raise EnvironmentUnavailableError(f"cannot limit the run's cgroup: {exc}") from exc
+
     async def retire(self, cgroup: RunCgroup, within: float = 1.0) -> None:
         """Kill what is left in ``cgroup`` and remove it; a killed task may take a moment
         to leave, so keep trying briefly, and leave the rest to :meth:`close`."""

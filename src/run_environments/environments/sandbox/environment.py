@@ -370,15 +370,22 @@ class SandboxRunEnvironment(CommandRunEnvironment[Execution]):
         )
 
     def servers(self) -> tuple[HeldSandbox, ...]:
-        """The fork servers of warm runs (see ``warm``), idle or serving a run."""
+        """The fork servers of warm runs (see ``warm``), idle or serving a run; a server's
+        cgroup is that of the run it has set up ahead."""
         if self._warm is None:
             return ()
-        return tuple(
-            HeldSandbox(
-                pid=s.process.pid if s.process is not None else None, slot=s.slot, cgroup=None
+        found = []
+        for server in self._warm.servers:
+            ahead = server.ahead
+            cgroup = ahead.cgroup if ahead is not None else None
+            found.append(
+                HeldSandbox(
+                    pid=server.process.pid if server.process is not None else None,
+                    slot=server.slot,
+                    cgroup=str(cgroup.directories[0]) if cgroup is not None else None,
+                )
             )
-            for s in self._warm.servers
-        )
+        return tuple(found)
 
     async def warm_up(self, servers: int = 1, timeout: float = 30) -> int:
         """Start fork servers for warm runs until ``servers`` are ready (at most the pool's

@@ -34,6 +34,7 @@ from typing import Any
 import anyio
 
 from ..._errors import EnvironmentUnavailableError
+from ..._models import Limits
 from ..._process import Outcome, ProcessGroups, Started, _Child, supervise
 from ..._workspace import off_loop, remove_tree, soon
 from ..command import Command
@@ -42,7 +43,7 @@ from . import cgroups as _cgroups
 from . import seccomp
 from .instance import InstanceDirectory
 from .launch import _members, _signal_all, move_entries
-from .outcomes import disk, translate
+from .outcomes import DEFAULT_LIMITS, disk, translate
 from .workspaces import Execution, Executions
 
 SOURCE = Path(__file__).with_name("zygote.py").read_text()
@@ -136,6 +137,11 @@ class Ahead:
         self.said: dict[str, Any] = {}
         self.socket: socket.socket | None = None
         """The program's own socket, where its run is sent."""
+        self.ready: asyncio.Task[None] | None = None
+        """Done once its processes said who they are and sit in ``cgroup``."""
+        self.cgroup: _cgroups.RunCgroup | None = None
+        self.limits: Limits | None = None
+        """The limits ``cgroup`` was made with."""
 
     def close(self) -> None:
         if self.socket is not None:
@@ -333,6 +339,8 @@ class Warm:
         self.busy = 0
         self.waiters: list[asyncio.Future[Server]] = []
         self.tasks: set[asyncio.Task[Any]] = set()
+        self.last_limits = DEFAULT_LIMITS
+        """The limits of the last run: a run set up ahead gets a cgroup with them."""
         self.runs = 0
         """Runs served warm (for monitoring and for tests)."""
 
@@ -415,7 +423,7 @@ class Warm:
             server.spawn(self.static, self.python, self.env, 1 << 20)
             server.send({"seccomp": seccomp.compile_filter(self.network).hex()})
             await server.wait(lambda: "ready" in server.said, STARTUP)
-            server.prepare(self.network)
+            self._set_up(server)
         except Exception:
             if server is not None:
                 await self._retire(server)
@@ -424,7 +432,46 @@ class Warm:
             self.starting -= 1
         self.give_back(server)
 
+    def _set_up(self, server: Server, budget: object = None) -> None:
+        """Have the server set the next run up, and put it in a cgroup once it is there."""
+        server.prepare(self.network)
+        assert server.ahead is not None
+        ahead = server.ahead
+        ahead.ready = asyncio.get_running_loop().create_task(self._ready(server, ahead))
+        self.tasks.add(ahead.ready)
+        ahead.ready.add_done_callback(self.tasks.discard)
+
+    async def _ready(self, server: Server, ahead: Ahead) -> None:
+        """Wait for a run set up ahead to say who its processes are, then make its cgroup
+        and put them in it (in a worker thread: a move between cgroups takes a while)."""
+        await server.wait(lambda: len(ahead.pids) == 3 and ahead.socket is not None, STARTUP)
+        ahead.limits = self.last_limits
+        ahead.cgroup = await off_loop(self._cgroup, ahead.pids, ahead.limits)
+
+    def _cgroup(self, pids: dict[str, int], limits: Limits) -> _cgroups.RunCgroup | None:
+        cgroup = self.keeper.new(limits)
+        if cgroup is not None:
+            try:
+                for role in ("init", "program"):  # the runner stays outside, as bubblewrap
+                    cgroup.attach(pids[role])
+            except BaseException:
+                cgroup.kill()
+                cgroup.remove()
+                raise
+        return cgroup
+
+    def _drop(self, server: Server, ahead: Ahead) -> None:
+        """Be done with a run set up ahead: its task, its cgroup, its socket."""
+        if ahead.ready is not None and not ahead.ready.done():
+            ahead.ready.cancel()
+        if ahead.cgroup is not None:
+            self._spawn(self.keeper.retire(ahead.cgroup))
+            ahead.cgroup = None
+        server.forget(ahead)
+
     async def _retire(self, server: Server) -> None:
+        for ahead in list(server.runs.values()):
+            self._drop(server, ahead)
         await off_loop(server.stop)
         await soon(remove_tree, server.slot)
         if server in self.servers:
@@ -468,7 +515,7 @@ class Warm:
         self.idle.clear()
 
     # -- one run ----------------------------------------------------------------------------
-    async def run(self, command: Command, execution: Execution, limits: Any) -> Outcome | None:
+    async def run(self, command: Command, execution: Execution, limits: Limits) -> Outcome | None:
         """Run ``command`` warm, or None if no server is free soon enough (nothing done)."""
         server = await self.claim(command.remaining())
         if server is None:
@@ -486,7 +533,7 @@ class Warm:
             self.give_back(server)
 
     async def _run(
-        self, server: Server, command: Command, execution: Execution, limits: Any
+        self, server: Server, command: Command, execution: Execution, limits: Limits
     ) -> Outcome:
         ahead = server.ahead
         if ahead is None or server.broken:
@@ -494,33 +541,32 @@ class Warm:
         execution.user, execution.lent = server.user, True
         await soon(self.executions.prepare, execution, limits)
         place = os.path.join(server.slot, ahead.place)
-        cgroup = None
         try:
             await soon(move_entries, execution.host, place)
-            cgroup = self.keeper.new(limits)
-            outcome = await self._supervised(server, ahead, command, limits, cgroup)
-            usage = cgroup.usage() if cgroup is not None else None
+            outcome = await self._supervised(server, ahead, command, limits)
+            usage = ahead.cgroup.usage() if ahead.cgroup is not None else None
         finally:
-            if cgroup is not None:
-                self._spawn(self.keeper.retire(cgroup))
-            server.forget(ahead)
+            self._drop(server, ahead)
             with anyio.CancelScope(shield=True):
                 await soon(move_entries, place, execution.host)
                 await soon(remove_tree, place)
         self.runs += 1
         return translate(outcome, usage)
 
-    async def _supervised(self, server: Server, ahead: Ahead, command: Command, limits: Any,
-                          cgroup: _cgroups.RunCgroup | None) -> Outcome:  # fmt: skip
+    async def _supervised(
+        self, server: Server, ahead: Ahead, command: Command, limits: Limits
+    ) -> Outcome:
         at = time.perf_counter()
+        self.last_limits = limits
         try:
-            await server.wait(
-                lambda: len(ahead.pids) == 3 and ahead.socket is not None,
-                min(max(command.remaining(), 0.001), STARTUP),
-            )
-            for role in ("init", "program"):  # the runner stays outside, as bubblewrap
-                if cgroup is not None:
-                    cgroup.attach(ahead.pids[role])
+            assert ahead.ready is not None
+            await asyncio.wait({ahead.ready}, timeout=min(max(command.remaining(), 0.001), STARTUP))
+            if not ahead.ready.done():
+                raise EnvironmentUnavailableError("the run set up ahead was not ready in time")
+            if ahead.ready.cancelled() or ahead.ready.exception() is not None:
+                raise EnvironmentUnavailableError(f"warm set-up failed: {ahead.ready!r}")
+            if ahead.cgroup is not None and ahead.limits != limits:
+                self.keeper.relimit(ahead.cgroup, limits)
             pidfds = (os.pidfd_open(ahead.pids["runner"]), os.pidfd_open(ahead.pids["init"]))
         except (EnvironmentUnavailableError, OSError) as exc:
             server.broken = True
@@ -542,10 +588,10 @@ class Warm:
         ahead.close()
         server.ahead = None
         try:  # the next run is set up while this one runs
-            await soon(server.prepare, self.network)
+            await soon(self._set_up, server)
         except (OSError, EnvironmentUnavailableError):
             server.broken = True
-        run = _Run(server, ahead, pidfds, _Pipes(ahead.pids["init"], *ours), cgroup)
+        run = _Run(server, ahead, pidfds, _Pipes(ahead.pids["init"], *ours), ahead.cgroup)
         return await supervise(
             Started(run, at),
             timeout=command.remaining(),
@@ -577,7 +623,7 @@ def _pipes(user: tuple[int, int] | None) -> tuple[tuple[int, int, int], tuple[in
     return (stdin_write, stdout_read, stderr_read), theirs
 
 
-def _request(command: Command, limits: Any) -> dict[str, Any]:
+def _request(command: Command, limits: Limits) -> dict[str, Any]:
     rlimits: dict[str, list[int]] = {}
     if limits.open_files is not None:
         rlimits["nofile"] = [limits.open_files, limits.open_files]
