@@ -17,7 +17,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from run_environments import ExecutionResult
+from run_environments import ExecutionResult, InvalidOptionsError
 from run_environments.environments.sandbox import SandboxRunEnvironment
 from tests.sandboxing import sandbox_leftovers
 
@@ -327,3 +327,28 @@ async def test_many_runs_back_to_back_and_two_at_a_time(shared_tmp: Path) -> Non
         assert failed == []
         assert env.warm_runs == 40 + len(programs)
     assert await sandbox_leftovers(env, shared_tmp) == []
+
+
+async def test_warm_runs_are_set_from_the_environment(
+    shared_tmp: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``runenv run`` and ``runenv serve`` take the knobs from $RUNENV_WARM and
+    $RUNENV_WARM_SIZE (arguments win)."""
+    monkeypatch.setenv("RUNENV_WARM", "0")
+    async with SandboxRunEnvironment(tmp_dir=str(shared_tmp)) as env:
+        assert await env.warm_up() == 0
+        assert (await env.execute("print(1)", timeout=30)).stdout == "1\n"
+        assert env.warm_runs == 0
+    monkeypatch.setenv("RUNENV_WARM", "1")
+    monkeypatch.setenv("RUNENV_WARM_SIZE", "1")
+    async with SandboxRunEnvironment(tmp_dir=str(shared_tmp)) as env:
+        assert await env.warm_up(3) == 1
+        assert (await env.execute("print(1)", timeout=30)).stdout == "1\n"
+        assert env.warm_runs == 1
+    for name, value in (("RUNENV_WARM", "maybe"), ("RUNENV_WARM_SIZE", "many")):
+        monkeypatch.setenv(name, value)
+        with pytest.raises(InvalidOptionsError, match=name):
+            SandboxRunEnvironment(tmp_dir=str(shared_tmp))
+        monkeypatch.setenv(name, "1")
+    with pytest.raises(InvalidOptionsError, match="size"):
+        SandboxRunEnvironment(tmp_dir=str(shared_tmp), warm_size=-1)

@@ -31,7 +31,7 @@ from .launcher import Launcher, LongLived
 from .outcomes import DEFAULT_LIMITS, enforceable, too_late, translate
 from .pool import Pool, Shape
 from .warm import Warm
-from .warm import default_size as warm_default_size
+from .warm import settings as warm_settings
 from .workspaces import Execution, Executions
 
 SHELL = get_language("bash")
@@ -84,8 +84,10 @@ class SandboxRunEnvironment(CommandRunEnvironment[Execution]):
     :param warm: run Python programs (``python3 script args``) through fork servers that
         have the interpreter started and common modules imported: each run still gets fresh
         namespaces, a fresh ``/tmp``, ``/dev/shm``, ``/proc`` and workspace, its own cgroup,
-        no capabilities and the seccomp filter (needs cgroups).
-    :param warm_size: fork servers at most (default: two per core); each holds an identity.
+        no capabilities and the seccomp filter (needs cgroups). Default: on, unless
+        ``$RUNENV_WARM`` is ``0``.
+    :param warm_size: fork servers at most (default: ``$RUNENV_WARM_SIZE``, else two per
+        core); each holds an identity.
     :param warm_idle: seconds a fork server may stay idle before it is stopped.
     """
 
@@ -104,7 +106,7 @@ class SandboxRunEnvironment(CommandRunEnvironment[Execution]):
         prestart: bool = True,
         cgroups: bool = True,
         identities: range = DEFAULT_RANGE,
-        warm: bool = True,
+        warm: bool | None = None,
         warm_size: int | None = None,
         warm_idle: float = 60.0,
     ) -> None:
@@ -139,6 +141,7 @@ class SandboxRunEnvironment(CommandRunEnvironment[Execution]):
         )
         self._groups = ProcessGroups()
         python = shutil.which("python3", path=bubblewrap.PATH)
+        warm, warm_size = warm_settings(warm, warm_size)
         self._warm = (
             Warm(
                 home=self._home,
@@ -147,7 +150,7 @@ class SandboxRunEnvironment(CommandRunEnvironment[Execution]):
                 network=network,
                 python=python,
                 env=self._base_env(),
-                size=warm_default_size() if warm_size is None else warm_size,
+                size=warm_size,
                 groups=self._groups,
                 kill_grace=kill_grace,
                 idle=warm_idle,

@@ -33,7 +33,7 @@ from typing import Any
 
 import anyio
 
-from ..._errors import EnvironmentUnavailableError
+from ..._errors import EnvironmentUnavailableError, InvalidOptionsError
 from ..._models import Limits
 from ..._process import Outcome, ProcessGroups, Started, _Child, supervise
 from ..._workspace import off_loop, remove_tree, soon
@@ -63,6 +63,31 @@ _log = logging.getLogger(__name__)
 def default_size() -> int:
     """Servers at most: two per core (a run waiting on I/O leaves its core to another)."""
     return max(2, 2 * (os.cpu_count() or 1))
+
+
+def settings(warm: bool | None, size: int | None) -> tuple[bool, int]:
+    """Whether runs go warm and how many servers at most: the arguments, else
+    ``$RUNENV_WARM`` (``0``/``1``) and ``$RUNENV_WARM_SIZE``, else on and
+    :func:`default_size`.
+
+    :raises InvalidOptionsError: naming the variable or argument that is not valid.
+    """
+    if warm is None:
+        value = os.environ.get("RUNENV_WARM", "1").strip().lower()
+        if value not in ("0", "1", "true", "false", "on", "off", "yes", "no"):
+            raise InvalidOptionsError(f"RUNENV_WARM must be 0 or 1, not {value!r}")
+        warm = value in ("1", "true", "on", "yes")
+    if size is None:
+        value = os.environ.get("RUNENV_WARM_SIZE", "").strip()
+        try:
+            size = int(value) if value else default_size()
+        except ValueError:
+            raise InvalidOptionsError(
+                f"RUNENV_WARM_SIZE must be a whole number, not {value!r}"
+            ) from None
+    if size < 0:
+        raise InvalidOptionsError(f"the warm pool's size must be 0 or more, not {size}")
+    return warm, size
 
 
 class _NotStarted(Exception):
