@@ -17,7 +17,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from run_environments import ExecutionResult, InvalidOptionsError
+from run_environments import ExecutionResult, InvalidOptionsError, LiveInput
 from run_environments.environments.sandbox import SandboxRunEnvironment
 from tests.sandboxing import sandbox_leftovers
 
@@ -249,6 +249,9 @@ async def test_a_killed_server_is_replaced(one_server: SandboxRunEnvironment) ->
     (server,) = one_server.servers()
     assert server.pid is not None
     os.kill(server.pid, signal.SIGKILL)
+    with anyio.fail_after(10):  # dead: a zombie until the environment reaps it
+        while Path(f"/proc/{server.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+            await anyio.sleep(0.01)
     assert (await one_server.execute("print(1)", timeout=30)).stdout == "1\n"
     assert await one_server.settle()
     with anyio.fail_after(20):
@@ -352,3 +355,39 @@ async def test_warm_runs_are_set_from_the_environment(
         monkeypatch.setenv(name, "1")
     with pytest.raises(InvalidOptionsError, match="size"):
         SandboxRunEnvironment(tmp_dir=str(shared_tmp), warm_size=-1)
+
+
+@pytest.mark.parametrize("name", ["SIGINT", "SIGTERM"])
+async def test_a_signal_reaches_the_program_and_not_its_init(
+    one_server: SandboxRunEnvironment, name: str
+) -> None:
+    """A signal for the run reaches the program, as cold; the init of its namespace (a forked
+    interpreter too) has no handler, so it neither catches it nor reports its own end.
+    Repeated: which of the two saw the signal first was a matter of timing."""
+    for _ in range(5):
+        result = await signalled(one_server, name)
+        assert (result.exit_code, result.signal) == (None, name), result
+        if name == "SIGINT":
+            assert "KeyboardInterrupt" in result.stderr
+    assert one_server.warm_runs == 5
+
+
+async def signalled(env: SandboxRunEnvironment, name: str) -> ExecutionResult:
+    """A run that sleeps, sent signal ``name`` once it said it is up."""
+    live = LiveInput()
+    started = anyio.Event()
+
+    def seen(text: str) -> None:
+        if "up" in text:
+            started.set()
+
+    async def signal_when_up() -> None:
+        with anyio.fail_after(20):
+            await started.wait()
+        live.signal(name)
+
+    code = "import time\nprint('up', flush=True)\ntime.sleep(60)"
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(signal_when_up)
+        result = await env.execute(code, stdin=live, on_stdout=seen, timeout=30)
+    return result

@@ -410,6 +410,8 @@ class Warm:
         (and has a server started for the runs to come, if the pool may grow)."""
         while self.idle:
             server = self.idle.pop()
+            if server.process is not None and server.process.poll() is not None:
+                server.broken = True  # died while idle (its namespace dies with it)
             if not server.broken:
                 return server
             self._spawn(self._retire(server))

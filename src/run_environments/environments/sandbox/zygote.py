@@ -39,7 +39,7 @@ import dataclasses  # noqa: F401
 import datetime  # noqa: F401
 import fcntl
 import fractions  # noqa: F401
-import functools  # noqa: F401
+import functools
 import gc
 import hashlib  # noqa: F401
 import heapq  # noqa: F401
@@ -122,6 +122,20 @@ def receive(channel: socket.socket) -> tuple[Any, list[int]]:
     return (json.loads(data) if data else None), fds
 
 
+def child(body: Any, run: int | None, failure: int) -> None:
+    """A forked child's whole life: ``body``, then its end. Nothing it raises reaches the
+    frames it was forked from; a failure is said to the host (when ``run`` is given and the
+    socket is still open) and ends it with status ``failure``."""
+    try:
+        body()
+    except BaseException as exc:
+        if run is not None:
+            with contextlib.suppress(BaseException):
+                send({"id": run, "error": f"{type(exc).__name__}: {exc}"})
+        os._exit(failure)
+    os._exit(0)
+
+
 # -- the runner: fresh namespaces and mounts ------------------------------------------------
 def enter(network: bool, place: bytes) -> None:
     flags = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC
@@ -149,11 +163,7 @@ def runner(prepare: dict[str, Any]) -> None:
     init = os.fork()
     if init == 0:
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-        try:
-            init_main(prepare["id"])
-        except BaseException as exc:
-            send({"id": prepare["id"], "error": f"{type(exc).__name__}: {exc}"})
-        os._exit(125)
+        child(lambda: init_main(prepare["id"]), prepare["id"], 125)
     send({"id": prepare["id"], "runner": True})  # the host waits for our end
     _, status = os.waitpid(init, 0)
     send({"id": prepare["id"], "status": os.waitstatus_to_exitcode(status)})
@@ -165,10 +175,13 @@ def init_main(run: int) -> None:
     program = os.fork()
     if program == 0:
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-        try:
-            program_main(run)
-        except BaseException:
-            os._exit(127)
+        child(lambda: program_main(run), None, 127)  # a failure before the script: as exec's
+    # As the init of a PID namespace, with no handler: signals from outside (the host's
+    # SIGINT or SIGTERM for the program) pass it by, as they pass bubblewrap's init. (The
+    # program, forked before, keeps the interpreter's own handlers.)
+    for number in signal.valid_signals():
+        with contextlib.suppress(OSError, ValueError, RuntimeError):
+            signal.signal(number, signal.SIG_DFL)
     send({"id": run, "init": True})  # the host reads our pid from the credentials
     # From here on the init holds nothing and may do nothing its program may not: the
     # program can see it (as pid 1) and read what /proc shows of it.
@@ -342,11 +355,8 @@ def serve() -> None:
         pid = os.fork()
         if pid == 0:
             libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-            try:
-                runner(message["prepare"])
-            except BaseException as exc:
-                send({"id": message["prepare"]["id"], "error": f"{type(exc).__name__}: {exc}"})
-            os._exit(0)
+            prepare = message["prepare"]
+            child(functools.partial(runner, prepare), prepare["id"], 0)
         with contextlib.suppress(ChildProcessError):  # runners of runs that ended
             while os.waitpid(-1, os.WNOHANG)[0]:
                 pass
