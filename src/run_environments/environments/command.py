@@ -130,22 +130,34 @@ def host_path(root: str, host: str, cwd: str) -> str:
     return cwd
 
 
+def rlimits(
+    limits: Limits, *, memory: str | None = None, processes: bool = True
+) -> dict[str, tuple[int, int]]:
+    """The rlimits for ``limits`` by ``prlimit``'s name, as (soft, hard): CPU time (SIGXCPU at
+    the limit, SIGKILL a second on), open files, the largest file (``disk``), and, where
+    nothing else bounds them, the processes (per user id) and the memory through ``memory``
+    (``data`` or ``as``)."""
+    found: dict[str, tuple[int, int]] = {}
+    if limits.open_files is not None:
+        found["nofile"] = (limits.open_files, limits.open_files)
+    if limits.disk is not None:
+        found["fsize"] = (limits.disk, limits.disk)
+    if limits.cpu_time is not None:
+        seconds = math.ceil(limits.cpu_time)
+        found["cpu"] = (seconds, seconds + 1)
+    if memory is not None and limits.memory is not None:
+        found[memory] = (limits.memory, limits.memory)
+    if processes and limits.processes is not None:
+        found["nproc"] = (limits.processes, limits.processes)
+    return found
+
+
 def rlimit_options(
     limits: Limits, *, memory: str | None = None, processes: bool = True
 ) -> list[str]:
-    """``prlimit``'s options for ``limits``: CPU time (SIGXCPU at the limit, SIGKILL a second
-    on), open files, the largest file (``disk``), and, where nothing else bounds them, the
-    processes (per user id) and the memory through ``memory`` (``--data`` or ``--as``)."""
-    options = []
-    if limits.open_files is not None:
-        options.append(f"--nofile={limits.open_files}")
-    if limits.disk is not None:
-        options.append(f"--fsize={limits.disk}")
-    if limits.cpu_time is not None:
-        seconds = math.ceil(limits.cpu_time)
-        options.append(f"--cpu={seconds}:{seconds + 1}")
-    if memory is not None and limits.memory is not None:
-        options.append(f"{memory}={limits.memory}")
-    if processes and limits.processes is not None:
-        options.append(f"--nproc={limits.processes}")
-    return options
+    """``prlimit``'s options for :func:`rlimits` (``memory`` as ``--data`` or ``--as``)."""
+    found = rlimits(limits, memory=memory.lstrip("-") if memory else None, processes=processes)
+    return [
+        f"--{name}={soft}" if soft == hard else f"--{name}={soft}:{hard}"
+        for name, (soft, hard) in found.items()
+    ]

@@ -20,7 +20,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import math
 import os
 import resource
 import signal
@@ -37,7 +36,7 @@ from ..._errors import EnvironmentUnavailableError, InvalidOptionsError
 from ..._models import Limits
 from ..._process import Outcome, ProcessGroups, Started, _Child, supervise
 from ..._workspace import off_loop, remove_tree, soon
-from ..command import Command
+from ..command import Command, rlimits
 from . import bwrap as bubblewrap
 from . import cgroups as _cgroups
 from . import seccomp
@@ -672,19 +671,12 @@ def _pipes(user: tuple[int, int] | None) -> tuple[tuple[int, int, int], tuple[in
 
 
 def _request(command: Command, limits: Limits) -> dict[str, Any]:
-    rlimits: dict[str, list[int]] = {}
-    if limits.open_files is not None:
-        rlimits["nofile"] = [limits.open_files, limits.open_files]
-    if limits.disk is not None:
-        rlimits["fsize"] = [limits.disk, limits.disk]
-    if limits.cpu_time is not None:
-        seconds = math.ceil(limits.cpu_time)
-        rlimits["cpu"] = [seconds, seconds + 1]
     return {
         "argv": list(command.argv),
         "env": dict(command.env),
         "cwd": command.cwd,
-        "rlimits": rlimits,
+        # What prlimit sets cold: memory and processes are the cgroup's.
+        "rlimits": rlimits(limits, processes=False),
         "tmp_size": disk(limits),
         "shm_size": disk(limits),
     }
